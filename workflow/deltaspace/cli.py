@@ -1,0 +1,97 @@
+"""`deltaspace <command>`: every stage as a plain command, so a stage can be rerun or debugged without
+Snakemake; the rules only map files to these arguments."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _spec(text: str) -> dict:
+    """--spec takes a JSON object, or @path to a JSON file."""
+    try:
+        return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    except (json.JSONDecodeError, OSError) as err:
+        raise argparse.ArgumentTypeError(f"--spec must be a JSON object or @file.json ({err})") from err
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_prepare_task(a) -> None:
+    from .tasks import prepare_task
+
+    s = a.spec
+    summary = prepare_task(a.task, s["task"], s["sizes"], s["seed"], a.out_dir, wheels_dir=s.get("wheels_dir"))
+    _log(f"[prepare_task] {a.task}: sizes {summary['sizes']} majority(test) {summary['majority_test_accuracy']:.4f}")
+
+
+def cmd_train_det(a) -> None:
+    from .stage1 import train_det
+
+    train_det(a.task, a.det, a.seed, a.spec, a.data_dir, a.out_dir, a.checkpoint_dir, threads=a.threads, log=_log)
+
+
+def cmd_collect_vectors(a) -> None:
+    from .vectors import collect_vectors
+
+    index = collect_vectors(a.det, a.runs, a.out_dir)
+    _log(f"[collect_vectors] {a.det}: {len(index)} rows")
+
+
+def cmd_stage1_table(a) -> None:
+    from .tables import stage1_table
+
+    table = stage1_table(a.runs, a.out)
+    _log(f"[stage1_table] {len(table)} rows -> {a.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deltaspace", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-task", help="sample seeded train/dev/test splits of one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--spec", type=_spec, required=True, help='{"task": {...}, "sizes": {...}, "seed": N, "wheels_dir": ...}')
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(run=cmd_prepare_task)
+
+    p = sub.add_parser("train-det", help="stage 1: train one DET on one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--det", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--spec", type=_spec, required=True,
+                   help='{"backbone": {...}, "det": {...}, "training": {...}, "init_seed": N, "precision": ..., "device": ...}')
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--checkpoint-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=cmd_train_det)
+
+    p = sub.add_parser("collect-vectors", help="stack one DET's stage-1 deltas into a matrix")
+    p.add_argument("--det", required=True)
+    p.add_argument("--runs", nargs="+", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(run=cmd_collect_vectors)
+
+    p = sub.add_parser("stage1-table", help="results/tables/stage1.csv from stage-1 metrics")
+    p.add_argument("--runs", nargs="+", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_stage1_table)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _log(f"deltaspace {args.command}: error: {err}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

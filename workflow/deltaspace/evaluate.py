@@ -1,0 +1,30 @@
+"""Scoring a split: tokenise once into batches, then score any number of vectors on them."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .backbones import Backbone, ScoringBatch
+from .tasks import Example, score_all
+
+
+def prepare_batches(backbone: Backbone, examples: list[Example], batch_size: int, task: str,
+                    device: torch.device) -> list[ScoringBatch]:
+    return [backbone.prepare(examples[i: i + batch_size], task).to(device)
+            for i in range(0, len(examples), batch_size)]
+
+
+@torch.no_grad()
+def predict(score: Callable[[ScoringBatch], torch.Tensor], batches: list[ScoringBatch]) -> tuple[list[int], list[int]]:
+    """(predicted, gold) candidate indices over all batches."""
+    predicted, gold = [], []
+    for batch in batches:
+        predicted += score(batch).argmax(-1).tolist()
+        gold += batch.labels.tolist()
+    return predicted, gold
+
+
+def evaluate(score: Callable[[ScoringBatch], torch.Tensor], batches: list[ScoringBatch]) -> dict[str, float]:
+    """accuracy and macro-F1 of a scoring function (a model, or a vector bound to the functional forward)."""
+    return score_all(*predict(score, batches))

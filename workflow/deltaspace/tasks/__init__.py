@@ -1,0 +1,39 @@
+"""Tasks: real data sources, deterministic train/dev/test preparation, and metrics."""
+
+from .errors import TaskDataError
+from .example import Example
+from .metrics import METRICS, accuracy, macro_f1, majority_baseline, majority_label, score_all
+from .package_data import DEFAULT_WHEELS_DIR, DOWNLOAD_COMMAND
+from .packaged import PACKAGED_TASKS, PackagedTask, load_packaged, packaged_task_names
+from .prepare import TASK_SUMMARY_FILE, prepare_task
+from .raw_task import SPLIT_NAMES, RawTask
+from .sources import load_task, validate_spec
+from .split import dedupe, normalize_text, stratified_split
+from .split_files import read_split
+
+__all__ = [
+    "DEFAULT_WHEELS_DIR",
+    "DOWNLOAD_COMMAND",
+    "METRICS",
+    "PACKAGED_TASKS",
+    "SPLIT_NAMES",
+    "TASK_SUMMARY_FILE",
+    "Example",
+    "PackagedTask",
+    "RawTask",
+    "TaskDataError",
+    "accuracy",
+    "dedupe",
+    "load_packaged",
+    "load_task",
+    "macro_f1",
+    "majority_baseline",
+    "majority_label",
+    "normalize_text",
+    "packaged_task_names",
+    "prepare_task",
+    "read_split",
+    "score_all",
+    "stratified_split",
+    "validate_spec",
+]

@@ -1,0 +1,118 @@
+"""Examples from a CrossFit task folder ({task}_train/dev/test.tsv, 'input<TAB>output' lines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import TaskDataError
+from .example import Example
+from .raw_task import SPLIT_NAMES
+
+DEFAULT_MAX_CANDIDATES = 20
+_OPTION_MARKER = re.compile(r"\(([A-Z])\)\s*")
+
+
+def parse_options(text: str) -> tuple[str, list[str]] | None:
+    """Split 'question (A) opt1 (B) opt2 ...' into (question, [opt1, opt2, ...]); None if no options."""
+    markers = list(_OPTION_MARKER.finditer(text))
+    # The last run A, B, C, ... wins, so an '(A)' inside the question does not cut it short.
+    for start in reversed(range(len(markers))):
+        if markers[start].group(1) != "A":
+            continue
+        run = [markers[start]]
+        for marker in markers[start + 1:]:
+            if marker.group(1) == chr(ord(run[-1].group(1)) + 1):
+                run.append(marker)
+        if len(run) < 2:
+            continue
+        ends = [marker.start() for marker in run[1:]] + [len(text)]
+        options = [text[marker.end():end].strip() for marker, end in zip(run, ends)]
+        if all(options):
+            return text[: run[0].start()].strip(), options
+    return None
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _read_pairs(task: str, path: Path) -> list[tuple[str, str, int]]:
+    """(input, first answer, line number) for every non-empty line."""
+    if not path.is_file():
+        raise TaskDataError(f"task {task!r}: CrossFit file {path} does not exist")
+    pairs = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise TaskDataError(f"task {task!r}: {path} line {line_number} has no tab between input and output")
+            # Several gold answers may follow, tab- or ' [SEP] '-separated: the first is the label.
+            answer = parts[1].split(" [SEP] ")[0].strip()
+            pairs.append((parts[0].strip(), answer, line_number))
+    return pairs
+
+
+def _multiple_choice(pairs: list[tuple[str, str, int]]) -> tuple[list[Example], int]:
+    examples, unmatched = [], 0
+    for text, answer, _ in pairs:
+        parsed = parse_options(text)
+        if parsed is None:
+            unmatched += 1
+            continue
+        question, options = parsed
+        matches = [i for i, option in enumerate(options) if _normalised(option) == _normalised(answer)]
+        if not matches or len(set(options)) != len(options):
+            unmatched += 1
+            continue
+        examples.append(Example(input=question or text, candidates=tuple(options), label=matches[0]))
+    return examples, unmatched
+
+
+def _looks_multiple_choice(pairs: list[tuple[str, str, int]]) -> bool:
+    # Most training inputs must carry (A)/(B) options for the task to be read as multiple choice.
+    examples, unmatched = _multiple_choice(pairs)
+    return len(examples) > unmatched
+
+
+def load_crossfit_splits(task: str, spec: dict[str, Any]) -> tuple[dict[str, list[Example]], dict[str, int]]:
+    folder = Path(spec["path"])
+    if not folder.is_dir():
+        raise TaskDataError(f"task {task!r}: CrossFit folder {folder} does not exist (key 'path')")
+    prefix = spec.get("prefix", folder.name)
+    max_candidates = spec.get("max_candidates", DEFAULT_MAX_CANDIDATES)
+    files = {split: folder / f"{prefix}_{split}.tsv" for split in SPLIT_NAMES}
+    pairs = {split: _read_pairs(task, path) for split, path in files.items()}
+    splits: dict[str, list[Example]] = {}
+    notes: dict[str, int] = {}
+    if _looks_multiple_choice(pairs["train"]):
+        for split in SPLIT_NAMES:
+            splits[split], unmatched = _multiple_choice(pairs[split])
+            if unmatched:
+                notes[f"{split}_rows_without_matching_option"] = unmatched
+        return splits, notes
+    candidates = tuple(sorted({answer for _, answer, _ in pairs["train"]}))
+    if len(candidates) > max_candidates:
+        raise TaskDataError(
+            f"task {task!r}: {files['train']} has {len(candidates)} distinct outputs (> max_candidates "
+            f"{max_candidates}); the task looks generative and is not rank-classifiable"
+        )
+    if len(candidates) < 2:
+        raise TaskDataError(f"task {task!r}: {files['train']} has fewer than two distinct outputs: {list(candidates)}")
+    index_of = {answer: i for i, answer in enumerate(candidates)}
+    for split in SPLIT_NAMES:
+        examples = []
+        for text, answer, line_number in pairs[split]:
+            if answer not in index_of:
+                raise TaskDataError(
+                    f"task {task!r}: {files[split]} line {line_number} has output {answer!r}, not among the "
+                    f"train outputs {list(candidates)}"
+                )
+            if text:
+                examples.append(Example(input=text, candidates=candidates, label=index_of[answer]))
+        splits[split] = examples
+    return splits, notes

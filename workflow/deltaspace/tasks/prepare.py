@@ -1,0 +1,110 @@
+"""Prepare one task: load, de-duplicate, split, and write train/dev/test jsonl plus task.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import TaskDataError
+from .example import Example
+from .metrics import METRICS, majority_baseline
+from .package_data import DEFAULT_WHEELS_DIR
+from .raw_task import SPLIT_NAMES, RawTask
+from .sources import load_task
+from .split import dedupe, remove_cross_split_duplicates, stratified_split, subsample_given_splits
+from .split_files import atomic_write_bytes, encode_examples
+
+TASK_SUMMARY_FILE = "task.json"
+SUMMARY_FORMAT_VERSION = 1
+
+
+def validate_sizes(task: str, sizes: Mapping[str, Any]) -> dict[str, int]:
+    if not isinstance(sizes, Mapping) or set(sizes) != set(SPLIT_NAMES):
+        raise TaskDataError(f"task {task!r}: sizes must give exactly {list(SPLIT_NAMES)}, got {sizes!r}")
+    for split, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise TaskDataError(f"task {task!r}: size of split {split!r} must be a positive integer, got {size!r}")
+    return {split: sizes[split] for split in SPLIT_NAMES}
+
+
+def _json_safe(value: Any) -> Any:
+    # Config values may hold Paths, tuples or int label keys; task.json needs plain JSON.
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _label_counts(examples: Sequence[Example], n_labels: int) -> dict[str, int]:
+    counts = Counter(example.label for example in examples)
+    return {str(label): counts[label] for label in range(n_labels)}
+
+
+def _split_examples(raw: RawTask, sizes: dict[str, int], seed: int) -> tuple[dict[str, list[Example]], dict, int]:
+    if raw.given_splits is None:
+        unique, dedup_notes = dedupe(raw.examples)
+        return stratified_split(unique, sizes, seed), dedup_notes, len(unique)
+    cleaned, dedup_notes = remove_cross_split_duplicates(raw.given_splits)
+    return subsample_given_splits(cleaned, sizes, seed), dedup_notes, sum(map(len, cleaned.values()))
+
+
+def prepare_task(
+    task_name: str,
+    spec: Mapping[str, Any],
+    sizes: Mapping[str, int],
+    seed: int,
+    out_dir: Path | str,
+    wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR,
+) -> dict[str, Any]:
+    """Write out_dir/{train,dev,test}.jsonl and out_dir/task.json; return the task.json content."""
+    sizes = validate_sizes(task_name, sizes)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TaskDataError(f"task {task_name!r}: seed must be an integer, got {seed!r}")
+    raw = load_task(task_name, spec, wheels_dir)
+    splits, dedup_notes, n_unique = _split_examples(raw, sizes, seed)
+    for split in SPLIT_NAMES:
+        if not splits[split]:
+            raise TaskDataError(
+                f"task {task_name!r}: split {split!r} is empty ({n_unique} usable examples after "
+                f"de-duplication, sizes {sizes}); the source has too little data"
+            )
+    out_dir = Path(out_dir)
+    files = {}
+    for split in SPLIT_NAMES:
+        data = encode_examples(splits[split])
+        atomic_write_bytes(out_dir / f"{split}.jsonl", data)
+        files[split] = {"path": f"{split}.jsonl", "examples": len(splits[split]),
+                        "sha256": hashlib.sha256(data).hexdigest()}
+    n_labels = max(len(example.candidates) for split in splits.values() for example in split)
+    kind = raw.kind
+    summary = {
+        "format_version": SUMMARY_FORMAT_VERSION,
+        "task": task_name,
+        "source": _json_safe(dict(spec)),
+        "kind": kind,
+        "candidates": list(splits["train"][0].candidates) if kind == "classification" else None,
+        "seed": seed,
+        "sizes_requested": sizes,
+        "sizes": {split: len(splits[split]) for split in SPLIT_NAMES},
+        "examples_loaded": len(raw.all_examples()),
+        "examples_after_dedup": n_unique,
+        "dedup": dedup_notes,
+        "loader_notes": raw.notes,
+        "label_counts": {split: _label_counts(splits[split], n_labels) for split in SPLIT_NAMES},
+        "majority_test_accuracy": majority_baseline(
+            [example.label for example in splits["train"]], [example.label for example in splits["test"]]
+        ),
+        "primary_metric": raw.primary_metric,
+        "metrics": list(METRICS),
+        "files": files,
+    }
+    # task.json goes last: its presence means the split files beside it are complete.
+    text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_bytes(out_dir / TASK_SUMMARY_FILE, text.encode("utf-8"))
+    return summary

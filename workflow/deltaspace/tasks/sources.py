@@ -1,0 +1,85 @@
+"""Load a task's raw examples from the source its config entry (spec) names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .crossfit import load_crossfit_splits
+from .errors import TaskDataError
+from .file_source import load_file_examples
+from .huggingface_source import load_huggingface_examples
+from .metrics import METRICS
+from .package_data import DEFAULT_WHEELS_DIR
+from .packaged import PACKAGED_TASKS, load_packaged
+from .raw_task import RawTask
+
+_COMMON_KEYS = {"source", "description", "primary_metric"}
+_COLUMN_KEYS = {"text_column", "text_pair_column", "label_column", "labels"}
+# Per source: (required keys, optional keys).
+SPEC_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "packaged": (set(), {"name"}),
+    "file": ({"path"}, {"format"} | _COLUMN_KEYS),
+    "huggingface": ({"path"}, {"name", "split"} | _COLUMN_KEYS),
+    "crossfit": ({"path"}, {"prefix", "max_candidates"}),
+}
+_STRING_KEYS = {"path", "name", "format", "text_column", "text_pair_column", "label_column", "prefix",
+                "description", "primary_metric"}
+
+
+def validate_spec(task: str, spec: Any) -> dict[str, Any]:
+    """The spec as a plain dict; any missing, unknown or mistyped key is a TaskDataError naming it."""
+    if not isinstance(spec, Mapping):
+        raise TaskDataError(f"task {task!r}: the task entry must be a mapping with a 'source' key, got {spec!r}")
+    spec = dict(spec)
+    source = spec.get("source")
+    if source not in SPEC_KEYS:
+        raise TaskDataError(f"task {task!r}: key 'source' must be one of {sorted(SPEC_KEYS)}, got {source!r}")
+    required, optional = SPEC_KEYS[source]
+    for key in sorted(required - spec.keys()):
+        raise TaskDataError(f"task {task!r}: source {source!r} needs key {key!r}")
+    for key in sorted(spec.keys() - required - optional - _COMMON_KEYS):
+        raise TaskDataError(
+            f"task {task!r}: unknown key {key!r} for source {source!r}; allowed: "
+            f"{sorted(required | optional | _COMMON_KEYS)}"
+        )
+    for key in sorted(spec.keys() & _STRING_KEYS):
+        if not isinstance(spec[key], (str, Path)) or not str(spec[key]).strip():
+            raise TaskDataError(f"task {task!r}: key {key!r} must be a non-empty string, got {spec[key]!r}")
+    max_candidates = spec.get("max_candidates", 2)
+    if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 2:
+        raise TaskDataError(f"task {task!r}: key 'max_candidates' must be an integer >= 2, got {max_candidates!r}")
+    split = spec.get("split", "")
+    if not (isinstance(split, str) or (isinstance(split, list) and all(isinstance(s, str) for s in split))):
+        raise TaskDataError(f"task {task!r}: key 'split' must be a split name or a list of names, got {split!r}")
+    if "primary_metric" in spec and spec["primary_metric"] not in METRICS:
+        raise TaskDataError(
+            f"task {task!r}: key 'primary_metric' must be one of {sorted(METRICS)}, got {spec['primary_metric']!r}"
+        )
+    if source == "packaged" and spec.get("name", task) not in PACKAGED_TASKS:
+        raise TaskDataError(
+            f"task {task!r}: key 'name' {spec.get('name', task)!r} is not a packaged task; "
+            f"known: {', '.join(PACKAGED_TASKS)}"
+        )
+    return spec
+
+
+def load_task(task: str, spec: Mapping[str, Any], wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR) -> RawTask:
+    """Every labelled example of a task (or its fixed splits, for CrossFit folders)."""
+    spec = validate_spec(task, spec)
+    source = spec["source"]
+    primary_metric = spec.get("primary_metric")
+    if source == "packaged":
+        name = spec.get("name", task)
+        primary_metric = primary_metric or PACKAGED_TASKS[name].primary_metric
+        return RawTask(task, tuple(load_packaged(name, wheels_dir)), primary_metric=primary_metric)
+    primary_metric = primary_metric or "accuracy"
+    if source == "file":
+        return RawTask(task, tuple(load_file_examples(task, spec)), primary_metric=primary_metric)
+    if source == "huggingface":
+        examples, unlabelled = load_huggingface_examples(task, spec)
+        notes = {"unlabelled_rows_dropped": unlabelled} if unlabelled else {}
+        return RawTask(task, tuple(examples), primary_metric=primary_metric, notes=notes)
+    splits, notes = load_crossfit_splits(task, spec)
+    given = {split: tuple(examples) for split, examples in splits.items()}
+    return RawTask(task, given_splits=given, primary_metric=primary_metric, notes=notes)
