@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import deltaspace.io
 from deltaspace import tasks
 from deltaspace.tasks import (
     Example,
@@ -199,7 +200,7 @@ def test_failed_write_leaves_no_partial_or_temporary_file(tmp_path, monkeypatch)
     def failing_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tasks.split_files.os, "replace", failing_replace)
+    monkeypatch.setattr(deltaspace.io.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         prepare_task("toy", {"source": "file", "path": str(path)}, {"train": 10, "dev": 5, "test": 5},
                      0, tmp_path / "out")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Iterable
 
+from ..io import atomic_path
 from .errors import TaskDataError
 from .example import Example
 
@@ -19,19 +18,8 @@ def encode_examples(examples: Iterable[Example]) -> bytes:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over, so no half-written file remains."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened with "xb" (not mkstemp) so the file gets the usual umask permissions.
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(temporary, "xb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def read_split(path: Path | str) -> list[Example]:
