@@ -12,7 +12,8 @@ from deltaspace.dets import build_delta_model
 from deltaspace.evaluate import prepare_batches, predict
 from deltaspace.hardware import autocast
 from deltaspace.io import load_tensors
-from deltaspace.stage1 import CHECKPOINT_FILE, batch_order, train_det
+from deltaspace.files import CHECKPOINT_FILE
+from deltaspace.stage1 import batch_order, train_det
 from deltaspace.tasks import Example
 from deltaspace.vectors import collect_vectors
 

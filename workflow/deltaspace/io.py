@@ -9,8 +9,6 @@ import os
 import uuid
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, safe_open, save_file
 
 
 @contextlib.contextmanager
@@ -42,13 +40,19 @@ def read_json(path: str | Path, what: str = "file"):
         raise ValueError(f"{what} {path} is not valid JSON ({err}); delete it and rerun its stage") from err
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+# torch and safetensors are imported inside the functions: the data stage and snakemake's config check
+# import this module and should not pay for torch.
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata={k: str(v) for k, v in metadata.items()})
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_tensors(path: str | Path) -> tuple[dict, dict[str, str]]:
+    from safetensors.torch import load_file, safe_open
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tensor file {path} does not exist; run the stage that writes it first")
@@ -61,11 +65,13 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def tensor_digest(t: torch.Tensor) -> str:
+def tensor_digest(t) -> str:
     return hashlib.sha256(t.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
 

@@ -15,14 +15,12 @@ import torch.nn.functional as F
 from .backbones import load_backbone
 from .dets import build_delta_model
 from .evaluate import evaluate, prepare_batches
+from .files import CHECKPOINT_FILE, DELTA_FILE, METRICS_FILE
 from .hardware import autocast, configure_threads, resolve_device, resolve_precision
 from .io import config_digest, read_json, save_checkpoint, save_tensors, tensor_digest, write_json
 from .optim import make_optimizer
 from .tasks import SPLIT_NAMES, TASK_SUMMARY_FILE, read_split
 
-CHECKPOINT_FILE = "last.pt"
-DELTA_FILE = "delta.safetensors"
-METRICS_FILE = "metrics.json"
 
 
 def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> torch.Tensor:

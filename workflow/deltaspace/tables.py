@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_path, read_json
-from .stage1 import METRICS_FILE
+from .files import METRICS_FILE
 
 STAGE1_COLUMNS = ["task", "det", "method", "seed", "params", "primary_metric", "dev", "test", "test_macro_f1",
                   "majority", "init_dev", "best_step", "steps", "seconds", "precision", "device", "source"]

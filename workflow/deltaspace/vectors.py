@@ -5,14 +5,15 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .io import atomic_path, load_tensors, save_tensors
-from .stage1 import DELTA_FILE
+from .files import DELTA_FILE
 
 
 def collect_vectors(det: str, run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
     """Writes {det}.safetensors (tensor `deltas`, rows in index order) and {det}_index.csv."""
+    import torch
+
     rows, deltas, reference = [], [], None
     for run_dir in sorted(Path(d) for d in run_dirs):
         tensors, meta = load_tensors(run_dir / DELTA_FILE)

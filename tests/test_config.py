@@ -1,0 +1,121 @@
+"""The config schema and checks: shipped configs validate; a wrong key, type or value fails before any job
+runs, naming the key and what is allowed. Everything goes through snakemake, as a user would hit it."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO, load_config, planned_jobs, snakemake
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+def test_shipped_configs_validate(name):
+    """Against the schema here; test_workflow's dry runs pass both through the workflow's own checks too."""
+    config = load_config(name)
+    validate(config, str(SCHEMA))
+    assert config == load_config(name), "a shipped config should be complete: no schema default fills it"
+
+
+def test_schema_defaults_are_the_embedded_default():
+    """A config giving only tasks and DETs gets the embedded default's every other value from the schema."""
+    default = load_config("config.yaml")
+    minimal = {"tasks": default["tasks"], "dets": default["dets"]}
+    validate(minimal, str(SCHEMA))
+    default["resources"] = {"default": default["resources"]["default"]}  # per-rule entries have no defaults
+    assert minimal == default
+
+
+def with_change(path: str, value) -> dict:
+    """The embedded default with one dotted key set (value None: removed)."""
+    config = copy.deepcopy(load_config("config.yaml"))
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+BAD_CONFIGS = {
+    "unknown key": (
+        with_change("stage1.stpes", 3),
+        "config key 'stage1.stpes' is not allowed; allowed keys in stage1: batch_size, eval_batch_size, "
+        "eval_every, lr, optimizer, steps",
+    ),
+    "unknown top-level key": (
+        with_change("stage2", {}),
+        "config key 'stage2' is not allowed; allowed keys in the top level: backbone, data_seed, dets",
+    ),
+    "wrong type": (
+        with_change("stage1.steps", "ten"),
+        "config key 'stage1.steps': 'ten' is not of type 'integer'",
+    ),
+    "negative steps": (
+        with_change("stage1.steps", -1),
+        "config key 'stage1.steps': -1 is less than the minimum of 1",
+    ),
+    "unknown DET method": (
+        with_change("dets.lora.method", "lorra"),
+        "config key 'dets.lora.method': 'lorra' is not one of ['adapter', 'lora', 'prefix', 'prompt', 'bitfit']",
+    ),
+    "option of another method": (
+        with_change("dets.lora.bottleneck", 8),
+        "config key 'dets.lora.bottleneck' is not allowed; allowed keys in dets.lora: alpha, lr, method, rank, "
+        "target_modules",
+    ),
+    "DET without method": (
+        with_change("dets.lora.method", None),
+        "config key 'dets.lora.method' is required but missing",
+    ),
+    "file task without path": (
+        with_change("tasks.mine", {"source": "file", "format": "csv"}),
+        "config key 'tasks.mine.path' is required but missing",
+    ),
+    "unknown packaged data set": (
+        with_change("tasks.mine", {"source": "packaged", "name": "sst2"}),
+        "config key 'tasks.mine': task 'mine': key 'name' 'sst2' is not a packaged task",
+    ),
+    "task name that is no path part": (
+        with_change("tasks.my task", {"source": "packaged"}),
+        "config key 'tasks': 'my task' does not match",
+    ),
+    "template placeholder": (
+        with_change("backbone.input_template", "{task}: {text}"),
+        "config key 'backbone.input_template' uses {text}; allowed placeholders: {input}, {task}",
+    ),
+    "resources of no rule": (
+        with_change("resources.train", {"threads": 2}),
+        "config key 'resources.train' is not allowed; allowed keys in resources: collect_vectors, default, "
+        "prepare_task, stage1_table, train_det",
+    ),
+    "no tasks": (with_change("tasks", None), "config key 'tasks' is required but missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_fails_before_any_job_naming_the_key(workdir, case):
+    config, message = BAD_CONFIGS[case]
+    path = workdir / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "1", "--configfile", str(path))
+    assert result.returncode != 0
+    assert f"Invalid configuration: {message}" in result.stdout, result.stdout
+    assert not (workdir / "results").exists()
+
+
+def test_nested_command_line_values_are_read_as_numbers(workdir):
+    """snakemake's --config hands nested values over as text; the workflow reads numbers back."""
+    bad = snakemake(workdir, "--cores", "1", "--config", 'stage1={"steps": -1}')
+    assert "config key 'stage1.steps': -1 is less than the minimum of 1" in bad.stdout, bad.stdout
+    good = snakemake(workdir, "-n", "-p", "--config", 'stage1={"steps": 7}', "seeds=[1, 2]")
+    assert good.returncode == 0, good.stdout
+    assert '"steps": 7' in good.stdout
+    assert planned_jobs(good.stdout)["train_det"] == 9 * 5 * 2

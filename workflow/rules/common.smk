@@ -1,0 +1,198 @@
+# Config validation, result paths, per-rule resources and the JSON specs the rules hand to the CLI.
+import json
+import os
+import shlex
+import string
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+
+# Task and DET names become path parts; seeds are plain integers.
+wildcard_constraints:
+    task="[A-Za-z0-9][A-Za-z0-9_-]*",
+    det="[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed="[0-9]+",
+
+
+DATA_DIR = "results/data/{task}"
+STAGE1_RUN = "results/stage1/{task}/{det}/seed{seed}"
+STAGE1_CHECKPOINTS = "results/checkpoints/stage1/{task}/{det}/seed{seed}"
+VECTORS_DIR = "results/vectors"
+TABLES_DIR = "results/tables"
+LOGS_DIR = "results/logs"
+TEMPLATE_FIELDS = {"input", "task"}
+
+
+# ---- validation: the schema first (with its defaults), then what a schema cannot say --------------
+
+
+def config_key(path):
+    """'stage1.steps', 'seeds[0]', or 'the top level' for an error's location in the config."""
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key.lstrip(".") or "the top level"
+
+
+def schema_error_message(error):
+    """One line that names the config key, what is wrong and what is allowed there."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        where = config_key(path)
+        return (
+            f"config key {config_key(path + unknown[:1])!r} is not allowed; "
+            f"allowed keys in {where}: {', '.join(allowed)}"
+        )
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [key for key in error.validator_value if key not in error.instance]
+        return f"config key {config_key(path + missing[:1])!r} is required but missing"
+    message = f"config key {config_key(path)!r}: {error.message}"
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f"{message} ({description})" if description else message
+
+
+def scalar_from_text(text):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_back_command_line_scalars(config, given):
+    """--config parses nested values as text (YAML BaseLoader); read numbers and booleans back as such."""
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            read_back_command_line_scalars(config[key], value)
+        elif isinstance(value, list) and config.get(key) == value:
+            config[key] = [scalar_from_text(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str) and config.get(key) == value:
+            config[key] = scalar_from_text(value)
+
+
+def validate_config(config, schema):
+    """Fill in the schema's defaults and check every key before any job runs."""
+    read_back_command_line_scalars(config, workflow.config_settings.config or {})
+    try:
+        validate(config, schema)
+    except WorkflowError as err:
+        cause = err.__context__
+        detail = schema_error_message(cause) if hasattr(cause, "absolute_path") else str(err)
+        raise WorkflowError(f"Invalid configuration: {detail}") from None
+    check_input_template(config["backbone"]["input_template"])
+    check_task_specs(config["tasks"])
+
+
+def check_input_template(template):
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise WorkflowError(f"Invalid configuration: config key 'backbone.input_template': {err}") from None
+    unknown = sorted(fields - TEMPLATE_FIELDS)
+    if unknown:
+        raise WorkflowError(
+            f"Invalid configuration: config key 'backbone.input_template' uses {{{unknown[0]}}}; "
+            f"allowed placeholders: {{input}}, {{task}} (write {{{{ }}}} for a literal brace)"
+        )
+
+
+def check_task_specs(tasks):
+    """The tasks module owns what each source accepts (packaged names, metrics); ask it now, not mid-run."""
+    try:
+        from deltaspace.tasks import TaskDataError, validate_spec
+    except ImportError:  # conda-deployed jobs (--use-conda): each prepare_task job checks its own spec
+        return
+    for name, spec in tasks.items():
+        try:
+            validate_spec(name, spec)
+        except TaskDataError as err:
+            raise WorkflowError(f"Invalid configuration: config key 'tasks.{name}': {err}") from None
+
+
+# ---- how jobs run the package -------------------------------------------------------------------
+
+
+def use_conda():
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def job_shell_prefix():
+    """Jobs import the package from this checkout; without conda they also use the python running snakemake."""
+    package_root = shlex.quote(os.path.join(workflow.basedir, "workflow"))
+    # Doubled braces: shell.prefix formats its text like a shell command.
+    prefix = f"set -euo pipefail; export PYTHONPATH={package_root}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    if not use_conda():
+        prefix += f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
+    return prefix
+
+
+# ---- names, resources and specs ------------------------------------------------------------------
+
+
+def task_names():
+    return list(config["tasks"])
+
+
+def det_names():
+    return list(config["dets"])
+
+
+def rule_resource(rule, key):
+    """A rule's own setting, else resources.default: the numbers live only in the config."""
+    return config["resources"].get(rule, {}).get(key, config["resources"]["default"][key])
+
+
+def as_json(value):
+    """Sorted keys: the same settings always give the same text, so only real changes trigger reruns."""
+    # Round trip first: JSON turns YAML's int/bool mapping keys (labels: {1: ..}) into text, which then sorts.
+    return json.dumps(json.loads(json.dumps(value)), sort_keys=True)
+
+
+def prepare_task_spec(wildcards):
+    return as_json(
+        {
+            "task": config["tasks"][wildcards.task],
+            "sizes": config["split_sizes"],
+            "seed": config["data_seed"],
+            "wheels_dir": config["wheels_dir"],
+        }
+    )
+
+
+def train_det_spec(wildcards):
+    return as_json(
+        {
+            "backbone": config["backbone"],
+            "det": config["dets"][wildcards.det],
+            "training": config["stage1"],
+            "init_seed": config["init_seed"],
+            "precision": config["precision"],
+            "device": config["device"],
+        }
+    )
+
+
+def stage1_runs(det=None):
+    """Every stage-1 output folder, for one DET or for all, in config order (tasks, then seeds)."""
+    dets = det_names() if det is None else [det]
+    return [
+        STAGE1_RUN.format(task=task, det=d, seed=seed)
+        for d in dets
+        for task in task_names()
+        for seed in config["seeds"]
+    ]
+
+
+def final_outputs():
+    return [f"{TABLES_DIR}/stage1.csv"] + [
+        f"{VECTORS_DIR}/{det}{suffix}" for det in det_names() for suffix in (".safetensors", "_index.csv")
+    ]
