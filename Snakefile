@@ -25,6 +25,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/stage1.smk"
+include: "workflow/rules/subspace.smk"
 
 
 rule all:

@@ -93,10 +93,18 @@ BAD_CONFIGS = {
     ),
     "resources of no rule": (
         with_change("resources.train", {"threads": 2}),
-        "config key 'resources.train' is not allowed; allowed keys in resources: collect_vectors, default, "
-        "prepare_task, stage1_table, train_det",
+        "config key 'resources.train' is not allowed; allowed keys in resources: collect_vectors, decompose, "
+        "default, prepare_task, stage1_table, subspace_tables, subspace_train, train_det, transfer",
     ),
     "no tasks": (with_change("tasks", None), "config key 'tasks' is required but missing"),
+    "unseen task not configured": (
+        with_change("subspace.unseen_tasks", ["quartz", "imdb"]),
+        "config key 'subspace.unseen_tasks' names task(s) ['imdb'] that are not under 'tasks'",
+    ),
+    "task both seen and unseen": (
+        with_change("subspace.unseen_tasks", ["quartz", "trec"]),
+        "config keys 'subspace.train_tasks' and 'subspace.unseen_tasks' share ['trec']",
+    ),
 }
 
 

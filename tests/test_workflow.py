@@ -15,11 +15,12 @@ DETS = ["adapter", "lora", "prefix", "prompt", "bitfit"]
 SMOKE_TASKS = ["sms_spam", "vader_tweets"]
 
 
-def test_dry_run_of_the_embedded_default_plans_every_stage1_job(workdir):
+def test_dry_run_of_the_embedded_default_plans_every_stage(workdir):
     result = snakemake(workdir, "-n")
     assert result.returncode == 0, result.stdout
     assert planned_jobs(result.stdout) == {
-        "prepare_task": 9, "train_det": 9 * 5, "collect_vectors": 5, "stage1_table": 1, "all": 1,
+        "prepare_task": 9, "train_det": 9 * 5, "collect_vectors": 5, "stage1_table": 1,
+        "decompose": 1, "subspace_train": 2 * 5, "transfer": 2, "subspace_tables": 1, "all": 1,
     }
 
 
@@ -28,7 +29,8 @@ def test_configfile_replaces_the_default_instead_of_merging(workdir):
     result = snakemake(workdir, "-n", "--configfile", SMOKE)
     assert result.returncode == 0, result.stdout
     assert planned_jobs(result.stdout) == {
-        "prepare_task": 2, "train_det": 2 * 5, "collect_vectors": 5, "stage1_table": 1, "all": 1,
+        "prepare_task": 2, "train_det": 2 * 5, "collect_vectors": 5, "stage1_table": 1,
+        "decompose": 1, "subspace_train": 5, "transfer": 1, "subspace_tables": 1, "all": 1,
     }
 
 
@@ -84,8 +86,18 @@ def test_smoke_config_runs_end_to_end(workdir):
         params = {int(row["params"]) for row in rows if row["det"] == det}
         assert params == {deltas.shape[1]}
 
+    relative = read_csv(results / "tables" / "relative_performance.csv")
+    assert sorted(row["det"] for row in relative) == sorted(DETS)
+    assert {row["task"] for row in relative} == {"vader_tweets"} and {row["task_role"] for row in relative} == {"unseen"}
+    for row in relative:
+        assert float(row["relative"]) == pytest.approx(100 * float(row["subspace"]) / float(row["own_space"]), abs=0.01)
+        assert row["random_subspace"] != ""
+    transfer = read_csv(results / "tables" / "transfer.csv")
+    assert sorted((row["source_det"], row["target_det"]) for row in transfer) == sorted((s, t) for s in DETS for t in DETS)
+    assert "| source_det |" in (results / "tables" / "transfer.md").read_text()
+
     logs = sorted(p.relative_to(results / "logs").as_posix() for p in (results / "logs").rglob("*.log"))
-    assert len(logs) == 2 + 2 * 5 + 5 + 1
+    assert len(logs) == 2 + 2 * 5 + 5 + 1 + 1 + 5 + 1 + 1
     metrics = json.loads((results / "stage1" / "sms_spam" / "lora" / "seed42" / "metrics.json").read_text())
     assert metrics["steps"] == load_config("smoke.yaml")["stage1"]["steps"]
 
@@ -93,5 +105,8 @@ def test_smoke_config_runs_end_to_end(workdir):
     again = snakemake(workdir, "-n", *settings)
     assert "Nothing to be done" in again.stdout, again.stdout
     changed = snakemake(workdir, "-n", *settings, 'dets={"lora": {"rank": 2}}')  # one --config, two entries
-    assert planned_jobs(changed.stdout) == {"train_det": 2, "collect_vectors": 1, "stage1_table": 1, "all": 1}
-    assert re.findall(r"det=(\w+)", changed.stdout) == ["lora"] * 3
+    # Stage 1 of LoRA only; the subspace is learned from every DET, so stage 2 and what follows rerun whole.
+    assert planned_jobs(changed.stdout) == {"train_det": 2, "collect_vectors": 1, "stage1_table": 1, "decompose": 1,
+                                            "subspace_train": 5, "transfer": 1, "subspace_tables": 1, "all": 1}
+    retrained = re.findall(r"rule train_det:\n(?:.*\n)*?\s+wildcards: task=\w+, det=(\w+)", changed.stdout)
+    assert retrained == ["lora"] * 2

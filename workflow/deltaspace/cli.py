@@ -48,6 +48,35 @@ def cmd_stage1_table(a) -> None:
     _log(f"[stage1_table] {len(table)} rows -> {a.out}")
 
 
+def cmd_decompose(a) -> None:
+    from .stage2 import decompose
+
+    data_dirs = dict(item.split("=", 1) for item in a.data)
+    decompose(a.spec, a.vectors_dir, data_dirs, a.out_dir, a.checkpoint_dir, threads=a.threads, log=_log)
+
+
+def cmd_subspace_train(a) -> None:
+    from .stage3 import subspace_train
+
+    subspace_train(a.task, a.det, a.seed, a.spec, a.subspace, a.data_dir, a.out_dir, threads=a.threads, log=_log)
+
+
+def cmd_transfer(a) -> None:
+    from .transfer import transfer
+
+    stage3_dirs = dict(item.split("=", 1) for item in a.runs)
+    transfer(a.task, a.seed, a.spec, a.subspace, stage3_dirs, a.data_dir, a.out, threads=a.threads, log=_log)
+
+
+def cmd_subspace_tables(a) -> None:
+    from .tables import relative_performance_table, transfer_table
+
+    roles = json.loads(a.roles)
+    relative_performance_table(a.runs, a.stage1, roles, a.relative_out, a.relative_summary)
+    transfer_table(a.transfers, a.stage1, a.transfer_out, a.transfer_summary)
+    _log(f"[subspace_tables] -> {a.relative_out}, {a.transfer_out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltaspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +109,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=cmd_stage1_table)
+
+    p = sub.add_parser("decompose", help="stage 2: learn the shared subspace from every DET's stage-1 deltas")
+    p.add_argument("--spec", type=_spec, required=True,
+                   help='{"backbone", "dets", "init_seed", "subspace": {...}, "precision", "device", "seed"}')
+    p.add_argument("--vectors-dir", type=Path, required=True)
+    p.add_argument("--data", nargs="+", required=True, metavar="TASK=DIR", help="prepared data folder of each training task")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--checkpoint-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=cmd_decompose)
+
+    p = sub.add_parser("subspace-train", help="stage 3: train an intrinsic vector for one DET on one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--det", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--spec", type=_spec, required=True, help='{"backbone", "dets", "init_seed", "stage3": {...}, ...}')
+    p.add_argument("--subspace", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=cmd_subspace_train)
+
+    p = sub.add_parser("transfer", help="decode each DET's stage-3 vector through every other DET; test scores")
+    p.add_argument("--task", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--subspace", type=Path, required=True)
+    p.add_argument("--runs", nargs="+", required=True, metavar="DET=DIR", help="stage-3 folder of each source DET")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=cmd_transfer)
+
+    p = sub.add_parser("subspace-tables", help="relative_performance.csv, transfer.csv and their markdown summaries")
+    p.add_argument("--runs", nargs="+", type=Path, required=True, help="stage-3 folders")
+    p.add_argument("--transfers", nargs="+", type=Path, required=True, help="transfer CSVs")
+    p.add_argument("--stage1", type=Path, required=True, help="results/tables/stage1.csv")
+    p.add_argument("--roles", required=True, help='JSON {task: "seen" | "unseen" | "target"}')
+    p.add_argument("--relative-out", type=Path, required=True)
+    p.add_argument("--relative-summary", type=Path, required=True)
+    p.add_argument("--transfer-out", type=Path, required=True)
+    p.add_argument("--transfer-summary", type=Path, required=True)
+    p.set_defaults(run=cmd_subspace_tables)
     return parser
 
 

@@ -23,3 +23,66 @@ def stage1_table(run_dirs: list[str | Path], out: str | Path) -> pd.DataFrame:
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     return table
+
+
+RELATIVE_COLUMNS = ["task", "task_role", "det", "seed", "own_space", "subspace", "random_subspace", "relative",
+                    "random_relative", "majority", "lr", "source"]
+
+
+def _own_space(stage1_csv) -> pd.DataFrame:
+    table = pd.read_csv(stage1_csv)
+    return table.rename(columns={"test": "own_space"})[["task", "det", "seed", "own_space", "majority"]]
+
+
+def relative_performance_table(stage3_dirs: list[str | Path], stage1_csv: str | Path, roles: dict[str, str],
+                               out: str | Path, summary_out: str | Path) -> pd.DataFrame:
+    """Subspace and random-subspace scores relative to the same DET tuned in its own space (x 100)."""
+    rows = []
+    for folder in stage3_dirs:
+        path = Path(folder) / "result.json"
+        r = read_json(path, what="stage-3 result")
+        rows.append({"task": r["task"], "task_role": roles.get(r["task"], "target"), "det": r["det"],
+                     "seed": r["seed"], "subspace": r["test"], "random_subspace": r["random_test"], "lr": r["lr"],
+                     "source": str(path)})
+    table = pd.DataFrame(rows).merge(_own_space(stage1_csv), on=["task", "det", "seed"], how="left")
+    if table["own_space"].isna().any():
+        missing = table.loc[table["own_space"].isna(), ["task", "det"]].drop_duplicates().values.tolist()
+        raise ValueError(f"{stage1_csv} has no own-space score for {missing}; run stage 1 on those tasks")
+    table["relative"] = 100 * table["subspace"] / table["own_space"]
+    table["random_relative"] = 100 * table["random_subspace"] / table["own_space"]
+    table = table[RELATIVE_COLUMNS].sort_values(["task_role", "task", "det", "seed"], ignore_index=True)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    summary = (table.groupby(["task_role", "det"])[["own_space", "subspace", "random_subspace", "relative", "random_relative"]]
+               .mean().round(2).reset_index())
+    _write_markdown(summary_out, "Relative performance of subspace optimization (mean over tasks and seeds; "
+                                 "relative = subspace / own space x 100)", summary)
+    return table
+
+
+def transfer_table(transfer_csvs: list[str | Path], stage1_csv: str | Path, out: str | Path,
+                   summary_out: str | Path) -> pd.DataFrame:
+    """Every s -> t decoding with the target DET's own-space score; the summary is the paper's s -> t matrix."""
+    table = pd.concat([pd.read_csv(p) for p in transfer_csvs], ignore_index=True)
+    own = _own_space(stage1_csv).rename(columns={"det": "target_det"})
+    table = table.merge(own, on=["task", "target_det", "seed"], how="left")
+    table["relative"] = 100 * table["score"] / table["own_space"]
+    columns = ["task", "source_det", "target_det", "seed", "score", "own_space", "relative", "majority", "source"]
+    table = table[columns].sort_values(["task", "source_det", "target_det", "seed"], ignore_index=True)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    off_diagonal = table[table["source_det"] != table["target_det"]]
+    matrix = off_diagonal.pivot_table(index="source_det", columns="target_det", values="relative", aggfunc="mean").round(1)
+    _write_markdown(summary_out, "Transfer: relative performance (%) of the target DET decoded from the source "
+                                 "DET's intrinsic vector (rows: source, columns: target; mean over tasks and seeds). "
+                                 f"Mean over all pairs: {off_diagonal['relative'].mean():.1f}",
+                    matrix.reset_index())
+    return table
+
+
+def _write_markdown(path, title: str, frame: pd.DataFrame) -> None:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    lines = [f"{title}\n", header, rule] + ["| " + " | ".join(map(str, row)) + " |" for row in frame.values.tolist()]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

@@ -21,6 +21,10 @@ DATA_DIR = "results/data/{task}"
 STAGE1_RUN = "results/stage1/{task}/{det}/seed{seed}"
 STAGE1_CHECKPOINTS = "results/checkpoints/stage1/{task}/{det}/seed{seed}"
 VECTORS_DIR = "results/vectors"
+SUBSPACE_DIR = "results/subspace"
+SUBSPACE_CHECKPOINTS = "results/checkpoints/subspace"
+STAGE3_RUN = "results/stage3/{task}/{det}/seed{seed}"
+TRANSFER_RUN = "results/transfer/{task}/seed{seed}.csv"
 TABLES_DIR = "results/tables"
 LOGS_DIR = "results/logs"
 TEMPLATE_FIELDS = {"input", "task"}
@@ -90,6 +94,7 @@ def validate_config(config, schema):
         raise WorkflowError(f"Invalid configuration: {detail}") from None
     check_input_template(config["backbone"]["input_template"])
     check_task_specs(config["tasks"])
+    check_subspace_tasks()
 
 
 def check_input_template(template):
@@ -192,7 +197,69 @@ def stage1_runs(det=None):
     ]
 
 
+def subspace_train_tasks():
+    return list(config["subspace"]["train_tasks"])
+
+
+def task_roles():
+    """seen: the subspace was learned from it; unseen (multi-task) or target (single-task): it was not."""
+    other = "unseen" if config["subspace"]["setting"] == "multi" else "target"
+    roles = {task: other for task in config["subspace"]["unseen_tasks"]}
+    if config["subspace"]["optimize_seen"]:
+        roles.update({task: "seen" for task in subspace_train_tasks()})
+    return roles
+
+
+def check_subspace_tasks():
+    """Stage 2 and 3 task lists must name configured tasks and must not overlap."""
+    known = set(task_names())
+    sub = config["subspace"]
+    for key in ("train_tasks", "unseen_tasks"):
+        unknown = sorted(set(sub[key]) - known)
+        if unknown:
+            raise WorkflowError(
+                f"Invalid configuration: config key 'subspace.{key}' names task(s) {unknown} that are not under 'tasks'"
+            )
+    both = sorted(set(sub["train_tasks"]) & set(sub["unseen_tasks"]))
+    if both:
+        raise WorkflowError(
+            f"Invalid configuration: config keys 'subspace.train_tasks' and 'subspace.unseen_tasks' share {both}; "
+            "a task the subspace is learned from cannot be unseen"
+        )
+
+
+def stage3_runs(det=None, task=None, seed=None):
+    return [
+        STAGE3_RUN.format(task=t, det=d, seed=s)
+        for t in ([task] if task else task_roles())
+        for d in ([det] if det else det_names())
+        for s in ([seed] if seed else config["seeds"])
+    ]
+
+
+def transfer_runs():
+    return [TRANSFER_RUN.format(task=t, seed=s) for t in task_roles() for s in config["seeds"]]
+
+
+def common_spec():
+    return {key: config[key] for key in ("backbone", "init_seed", "precision", "device")}
+
+
+def decompose_spec(wildcards):
+    return as_json({**common_spec(), "dets": config["dets"], "subspace": config["subspace"],
+                    "seed": config["subspace"]["seed"]})
+
+
+def subspace_train_spec(wildcards):
+    return as_json({**common_spec(), "dets": {wildcards.det: config["dets"][wildcards.det]},
+                    "stage3": config["stage3"]})
+
+
+def transfer_spec(wildcards):
+    return as_json({**common_spec(), "dets": config["dets"], "stage3": config["stage3"]})
+
+
 def final_outputs():
-    return [f"{TABLES_DIR}/stage1.csv"] + [
+    return [f"{TABLES_DIR}/{name}" for name in ("relative_performance.csv", "transfer.csv")] + [f"{TABLES_DIR}/stage1.csv"] + [
         f"{VECTORS_DIR}/{det}{suffix}" for det in det_names() for suffix in (".safetensors", "_index.csv")
     ]

@@ -1,0 +1,158 @@
+"""Stage 2: projections, mixing, the joint loss's gradients, recovery of a known subspace, the stage on a tiny model."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_stage1 import write_task
+from test_dets import EXAMPLES
+from tiny_models import tiny_model_dirs  # noqa: F401  (fixture)
+
+import pandas as pd
+
+from deltaspace.backbones import load_backbone
+from deltaspace.dets import build_delta_model
+from deltaspace.evaluate import evaluate, prepare_batches
+from deltaspace.stage1 import train_det
+from deltaspace.stage2 import decompose, load_subspace
+from deltaspace.stage3 import subspace_train
+from deltaspace.subspace import Subspace, simplex_weights
+from deltaspace.tables import relative_performance_table, stage1_table, transfer_table
+from deltaspace.tasks import read_split
+from deltaspace.transfer import transfer
+from deltaspace.vectors import collect_vectors
+
+
+@pytest.mark.parametrize("scheme", ["paper", "dirichlet"])
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_simplex_weights_are_a_point_of_the_simplex(scheme, n):
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        w = simplex_weights(n, scheme, generator)
+        assert w.shape == (n,) and (w >= 0).all()
+        assert torch.isclose(w.sum(), torch.tensor(1.0), atol=1e-6)
+
+
+def test_unknown_mixing_scheme_is_named():
+    with pytest.raises(ValueError, match="mixing='uniform'"):
+        simplex_weights(3, "uniform")
+
+
+def test_gradients_reach_every_projection_from_both_loss_terms(tiny_model_dirs):
+    backbone = load_backbone({"name_or_path": str(tiny_model_dirs["encoder"])})
+    specs = {"lora": {"method": "lora", "rank": 2}, "prompt": {"method": "prompt", "length": 2}}
+    models = {d: build_delta_model(load_backbone({"name_or_path": str(tiny_model_dirs["encoder"])}), s, 1)
+              for d, s in specs.items()}
+    batch = backbone.prepare(EXAMPLES)
+    subspace = Subspace({d: m.num_parameters for d, m in models.items()}, 3)
+    deltas = {d: 0.1 * torch.randn(m.num_parameters) for d, m in models.items()}
+
+    def grads(loss):
+        subspace.zero_grad()
+        loss.backward()
+        return {n: p.grad for n, p in subspace.named_parameters()}
+
+    points = subspace.points(deltas)
+    reconstruction = grads(subspace.reconstruction_loss(deltas, points))
+    points = subspace.points(deltas)
+    mixed = Subspace.mix(points, simplex_weights(2, "paper", torch.Generator().manual_seed(1)))
+    task = grads(sum(F.cross_entropy(m.functional_scores(m.vector() + subspace.decode(d, mixed), batch), batch.labels)
+                     for d, m in models.items()))
+    for name, _ in subspace.named_parameters():
+        assert reconstruction[name] is not None and reconstruction[name].abs().sum() > 0, f"reconstruction: {name}"
+        assert task[name] is not None and task[name].abs().sum() > 0, f"task loss: {name}"
+
+
+def test_decomposition_recovers_vectors_lying_in_a_known_subspace():
+    torch.manual_seed(0)
+    rank, dims, n_tasks = 3, {"a": 200, "b": 120, "c": 60}, 12
+    latent = 0.1 * torch.randn(n_tasks, rank)  # the tasks' true shared coordinates (stage-1 delta scale)
+    bases = {d: torch.randn(dim, rank) / rank ** 0.5 for d, dim in dims.items()}
+    deltas = {d: latent @ bases[d].T for d in dims}
+    subspace = Subspace(dims, rank)
+    optimizer = torch.optim.Adam(subspace.parameters(), lr=1e-2)
+    for _ in range(1500):
+        loss = subspace.reconstruction_loss(deltas, subspace.points(deltas))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        points = subspace.points(deltas)
+        for d in dims:
+            error = (deltas[d] - subspace.decode(d, points[d])).norm() / deltas[d].norm()
+            assert error < 0.1, f"{d}: relative reconstruction error {error:.3f}"
+
+
+TINY_DETS = {"lora": {"method": "lora", "rank": 2, "alpha": 4}, "prompt": {"method": "prompt", "length": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_stage2(tiny_model_dirs, tmp_path_factory):
+    """Stage 1 and 2 of two DETs on two toy tasks with a tiny encoder; returns (root, spec, data_dirs, metrics)."""
+    root = tmp_path_factory.mktemp("stage2")
+    model_dir = str(tiny_model_dirs["encoder"])
+    data_dirs, runs = {}, {d: [] for d in TINY_DETS}
+    for task in ("a", "b"):
+        data_dirs[task] = write_task(root / "data" / task)
+        for det, det_spec in TINY_DETS.items():
+            spec = {"backbone": {"name_or_path": model_dir}, "det": det_spec, "init_seed": 42, "precision": "fp32",
+                    "device": "cpu", "training": {"optimizer": "adafactor", "lr": 1e-2, "steps": 4, "batch_size": 4,
+                                                  "eval_every": 2, "eval_batch_size": 8}}
+            train_det(task, det, 42, spec, data_dirs[task], root / "stage1" / task / det, root / "ck" / task / det,
+                      log=lambda m: None)
+            runs[det].append(root / "stage1" / task / det)
+    for det in TINY_DETS:
+        collect_vectors(det, runs[det], root / "vectors")
+    stage1_table([r for rs in runs.values() for r in rs], root / "stage1.csv")
+    spec = {"backbone": {"name_or_path": model_dir}, "dets": TINY_DETS, "init_seed": 42, "precision": "fp32",
+            "device": "cpu", "seed": 0,
+            "subspace": {"train_tasks": ["a"], "intrinsic_dim": 2, "lambda": 1.0, "mixing": "paper",
+                         "optimizer": "adafactor", "lr": 1e-2, "steps": 4, "batch_size": 4, "eval_every": 2,
+                         "eval_batch_size": 8, "dev_examples": 8},
+            "stage3": {"lrs": [1e-2, 5e-2], "optimizer": "adafactor", "steps": 2, "batch_size": 4, "eval_every": 2,
+                       "eval_batch_size": 8}}
+    metrics = decompose(spec, root / "vectors", data_dirs, root / "s2", root / "ck2", log=lambda m: None)
+    return root, spec, data_dirs, metrics
+
+
+def test_decompose_stage_on_a_tiny_model(tiny_stage2):
+    root, spec, _, metrics = tiny_stage2
+    assert [h["step"] for h in metrics["history"]] == [2, 4]
+    subspace, inits, meta = load_subspace(root / "s2" / "subspace.safetensors")
+    assert subspace.rank == 2 and set(inits) == set(TINY_DETS)
+    points = pd.read_csv(root / "s2" / "points.csv")
+    assert len(points) == 2 and {"i0", "i1", "relative_error", "source"} <= set(points.columns)
+    assert not list((root / "s2").glob("*.tmp"))
+
+
+def test_subspace_training_transfer_and_tables(tiny_stage2):
+    root, spec, data_dirs, _ = tiny_stage2
+    subspace_path = root / "s2" / "subspace.safetensors"
+    results = {}
+    for det in TINY_DETS:
+        results[det] = subspace_train("b", det, 42, spec, subspace_path, data_dirs["b"], root / "s3" / det,
+                                      log=lambda m: None)
+        assert results[det]["lr"] in spec["stage3"]["lrs"] and 0 <= results[det]["random_test"] <= 1
+    table = transfer("b", 42, spec, subspace_path, {d: root / "s3" / d for d in TINY_DETS}, data_dirs["b"],
+                     root / "transfer.csv", log=lambda m: None)
+    assert len(table) == 4
+    # The diagonal reproduces stage 3; off the diagonal, I* of the source decodes through the target's own Up.
+    for det in TINY_DETS:
+        same = table[(table.source_det == det) & (table.target_det == det)]["score"].item()
+        assert same == pytest.approx(results[det]["test"])
+    subspace, inits, _ = load_subspace(subspace_path)
+    model = build_delta_model(load_backbone(spec["backbone"]), TINY_DETS["prompt"], 42)
+    point = torch.tensor(results["lora"]["intrinsic"])
+    vector = inits["prompt"] + subspace.decode("prompt", point).detach()
+    batches = prepare_batches(model.backbone, read_split(data_dirs["b"] / "test.jsonl"), 8, "b", torch.device("cpu"))
+    expected = evaluate(lambda b: model.functional_scores(vector, b), batches)["accuracy"]
+    got = table[(table.source_det == "lora") & (table.target_det == "prompt")]["score"].item()
+    assert got == pytest.approx(expected)
+
+    relative = relative_performance_table([root / "s3" / d for d in TINY_DETS], root / "stage1.csv", {"b": "unseen"},
+                                          root / "relative.csv", root / "relative.md")
+    assert list(relative["task_role"]) == ["unseen", "unseen"]
+    assert (relative["relative"] == 100 * relative["subspace"] / relative["own_space"]).all()
+    transfer_rows = transfer_table([root / "transfer.csv"], root / "stage1.csv", root / "t.csv", root / "t.md")
+    assert transfer_rows["own_space"].notna().all()
+    assert "Mean over all pairs" in (root / "t.md").read_text()

@@ -1,0 +1,109 @@
+"""Stage 3: train only an intrinsic vector I in R^r for one DET on a task, decoding theta = init + Up(I) through
+the frozen up-projection (method.md). The same loop trains in an untrained random subspace as a baseline."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .backbones import load_backbone
+from .dets import build_delta_model
+from .evaluate import evaluate, prepare_batches
+from .hardware import autocast, configure_threads, resolve_device, resolve_precision
+from .io import save_tensors, tensor_digest, write_json
+from .optim import make_optimizer
+from .stage1 import batch_order, load_task_splits
+from .stage2 import load_subspace
+from .subspace import UpProjection
+
+RESULT_FILE = "result.json"
+VECTOR_FILE = "intrinsic.safetensors"
+
+
+def random_up_projection(learned: UpProjection, seed: int) -> UpProjection:
+    """An untrained up-projection of the same shape and Frobenius norm as the learned one: the baseline that
+    shows what the learned subspace adds beyond 'any r directions'."""
+    generator = torch.Generator().manual_seed(seed)
+    rank, dim = learned.weight.shape[1], learned.weight.shape[0]
+    random = UpProjection(rank, dim)
+    with torch.no_grad():
+        weight = torch.randn(dim, rank, generator=generator)
+        random.weight.copy_(weight * learned.weight.norm() / weight.norm())
+    return random
+
+
+def train_intrinsic(model, up: UpProjection, init: torch.Tensor, splits, task: str, stage: dict, seed: int,
+                    primary: str, precision: str, device, log) -> dict:
+    """For each lr of the grid: train I from the same seeded start, keep the best dev; test the overall best."""
+    up = up.to(device).requires_grad_(False)
+    backbone = model.backbone
+    batches = {name: prepare_batches(backbone, splits[name], stage["eval_batch_size"], task, device)
+               for name in ("dev", "test")}
+    order = batch_order(len(splits["train"]), stage["batch_size"], stage["steps"], seed)
+
+    def dev_score(point) -> dict:
+        with torch.no_grad(), autocast(precision, device):
+            vector = init + up(point)
+            return evaluate(lambda b: model.functional_scores(vector, b), batches["dev"])
+
+    best, all_history = None, []
+    for lr in stage["lrs"]:
+        start = torch.randn(up.weight.shape[1], generator=torch.Generator().manual_seed(seed)) * 0.02
+        point = start.to(device).requires_grad_(True)
+        optimizer = make_optimizer(stage["optimizer"], [point], lr)
+        for step in range(stage["steps"]):
+            batch = backbone.prepare([splits["train"][i] for i in order[step].tolist()], task).to(device)
+            with autocast(precision, device):
+                loss = F.cross_entropy(model.functional_scores(init + up(point), batch), batch.labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % stage["eval_every"] == 0 or done == stage["steps"]:
+                dev = dev_score(point.detach())
+                all_history.append({"lr": lr, "step": done, "train_loss": loss.item(), "dev": dev[primary]})
+                if best is None or dev[primary] > best["dev"]:
+                    best = {"dev": dev[primary], "lr": lr, "step": done, "point": point.detach().clone()}
+        log(f"[subspace_train] lr {lr}: best dev so far {best['dev']:.4f} (lr {best['lr']}, step {best['step']})")
+    with torch.no_grad(), autocast(precision, device):
+        vector = init + up(best["point"])
+        test = evaluate(lambda b: model.functional_scores(vector, b), batches["test"])
+    return {"dev": best["dev"], "test": test[primary], "test_metrics": test, "lr": best["lr"], "best_step": best["step"],
+            "point": best["point"].cpu(), "history": all_history}
+
+
+def subspace_train(task: str, det: str, seed: int, spec: dict, subspace_path: str | Path, data_dir: str | Path,
+                   out_dir: str | Path, threads: int | None = None, log=print) -> dict:
+    """Writes result.json (learned and random subspace scores) and intrinsic.safetensors (I*) into out_dir."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    configure_threads(threads)
+    device = resolve_device(spec.get("device", "auto"))
+    precision = resolve_precision(spec.get("precision", "auto"), device)
+    splits, task_info = load_task_splits(Path(data_dir), task)
+    primary = task_info.get("primary_metric", "accuracy")
+    subspace, inits, meta = load_subspace(subspace_path)
+    if det not in inits:
+        raise ValueError(f"{subspace_path} has no DET {det!r}; it holds {sorted(inits)}")
+    model = build_delta_model(load_backbone(spec["backbone"], device), spec["dets"][det], spec["init_seed"])
+    init = model.vector()
+    if tensor_digest(init) != tensor_digest(inits[det]):
+        raise ValueError(f"{subspace_path}: DET {det!r} init differs from this config's; rerun the decompose stage")
+    init = init.to(device)
+    stage = spec["stage3"]
+    log(f"[subspace_train] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
+    learned = train_intrinsic(model, subspace.up[det], init, splits, task, stage, seed, primary, precision, device, log)
+    random = train_intrinsic(model, random_up_projection(subspace.up[det], seed), init, splits, task, stage, seed,
+                             primary, precision, device, log)
+    save_tensors(out_dir / VECTOR_FILE, {"intrinsic": learned["point"], "random_intrinsic": random["point"]},
+                 {"task": task, "det": det, "seed": seed, "subspace": str(subspace_path), "lr": learned["lr"]})
+    result = {"task": task, "det": det, "seed": seed, "primary_metric": primary, "subspace": str(subspace_path),
+              "dev": learned["dev"], "test": learned["test"], "lr": learned["lr"], "best_step": learned["best_step"],
+              "random_dev": random["dev"], "random_test": random["test"], "random_lr": random["lr"],
+              "intrinsic": learned["point"].tolist(), "history": learned["history"],
+              "random_history": random["history"], "seconds": round(time.perf_counter() - started, 2)}
+    write_json(out_dir / RESULT_FILE, result)
+    log(f"[subspace_train] done: test {result['test']:.4f} (random subspace {result['random_test']:.4f})")
+    return result
