@@ -46,3 +46,12 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """kind -> folder of a tiny random model saved with save_pretrained (tests/tiny_models.py)."""
+    from tiny_models import TINY_KINDS, save_tiny
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {kind: save_tiny(kind, root / kind) for kind in TINY_KINDS}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import TINY_KINDS, tiny_model_dirs  # noqa: F401  (fixture)
+from tiny_models import TINY_KINDS
 from transformers import DynamicCache, T5Config, T5ForConditionalGeneration
 
 from deltaspace.backbones import Backbone, load_backbone

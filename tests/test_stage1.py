@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from tiny_models import tiny_model_dirs  # noqa: F401  (fixture)
 
 from deltaspace.backbones import load_backbone
 from deltaspace.dets import build_delta_model

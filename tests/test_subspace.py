@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from test_stage1 import write_task
 from test_dets import EXAMPLES
-from tiny_models import tiny_model_dirs  # noqa: F401  (fixture)
 
 import pandas as pd
 
@@ -16,7 +15,7 @@ from deltaspace.evaluate import evaluate, prepare_batches
 from deltaspace.stage1 import train_det
 from deltaspace.stage2 import decompose, load_subspace
 from deltaspace.stage3 import subspace_train
-from deltaspace.subspace import Subspace, simplex_weights
+from deltaspace.subspace import Subspace, init_from_joint_svd, simplex_weights
 from deltaspace.tables import relative_performance_table, stage1_table, transfer_table
 from deltaspace.tasks import read_split
 from deltaspace.transfer import transfer
@@ -106,13 +105,33 @@ def tiny_stage2(tiny_model_dirs, tmp_path_factory):
     stage1_table([r for rs in runs.values() for r in rs], root / "stage1.csv")
     spec = {"backbone": {"name_or_path": model_dir}, "dets": TINY_DETS, "init_seed": 42, "precision": "fp32",
             "device": "cpu", "seed": 0,
-            "subspace": {"train_tasks": ["a"], "intrinsic_dim": 2, "lambda": 1.0, "mixing": "paper",
+            "subspace": {"train_tasks": ["a"], "intrinsic_dim": 2, "init": "joint_svd", "lambda": 1.0, "mixing": "paper",
                          "optimizer": "adafactor", "lr": 1e-2, "steps": 4, "batch_size": 4, "eval_every": 2,
                          "eval_batch_size": 8, "dev_examples": 8},
             "stage3": {"lrs": [1e-2, 5e-2], "optimizer": "adafactor", "steps": 2, "batch_size": 4, "eval_every": 2,
                        "eval_batch_size": 8}}
     metrics = decompose(spec, root / "vectors", data_dirs, root / "s2", root / "ck2", log=lambda m: None)
     return root, spec, data_dirs, metrics
+
+
+def test_joint_svd_init_reconstructs_and_aligns_the_dets_points():
+    """Vectors in a known r-dim subspace: reconstructed at once, and one task maps to one point through every DET."""
+    torch.manual_seed(0)
+    rank, dims, n_tasks = 3, {"a": 200, "b": 120, "c": 60}, 12
+    latent = 0.1 * torch.randn(n_tasks, rank)
+    deltas = {d: latent @ (torch.randn(dim, rank) / rank ** 0.5).T for d, dim in dims.items()}
+    subspace = Subspace(dims, rank)
+    init_from_joint_svd(subspace, deltas)
+    with torch.no_grad():
+        points = subspace.points(deltas)
+        for d in dims:
+            assert (deltas[d] - subspace.decode(d, points[d])).norm() / deltas[d].norm() < 0.05
+        assert (points["a"] - points["b"]).norm() / points["a"].norm() < 0.05
+    fewer_tasks = {d: v[:2] for d, v in deltas.items()}  # fewer tasks than r: no failure, exact fit
+    init_from_joint_svd(subspace, fewer_tasks)
+    with torch.no_grad():
+        p = subspace.points(fewer_tasks)
+        assert (fewer_tasks["a"] - subspace.decode("a", p["a"])).norm() / fewer_tasks["a"].norm() < 0.05
 
 
 def test_decompose_stage_on_a_tiny_model(tiny_stage2):

@@ -53,14 +53,3 @@ def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
 
 
 TINY_KINDS = ("encoder", "seq2seq", "causal")
-
-try:
-    import pytest
-
-    @pytest.fixture(scope="session")
-    def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
-        """kind -> folder of a tiny random model saved with save_pretrained."""
-        root = tmp_path_factory.mktemp("tiny_models")
-        return {kind: save_tiny(kind, root / kind) for kind in TINY_KINDS}
-except ImportError:  # imported outside pytest (benchmarks)
-    pass

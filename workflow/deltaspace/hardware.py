@@ -51,3 +51,10 @@ def configure_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def job_setup(spec: dict, threads: int | None) -> tuple[torch.device, str]:
+    """Every stage's first step: its thread budget, then the device and precision its spec asks for."""
+    configure_threads(threads)
+    device = resolve_device(spec.get("device", "auto"))
+    return device, resolve_precision(spec.get("precision", "auto"), device)

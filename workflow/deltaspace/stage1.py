@@ -16,7 +16,7 @@ from .backbones import load_backbone
 from .dets import build_delta_model
 from .evaluate import evaluate, prepare_batches
 from .files import CHECKPOINT_FILE, DELTA_FILE, METRICS_FILE
-from .hardware import autocast, configure_threads, resolve_device, resolve_precision
+from .hardware import autocast, job_setup
 from .io import config_digest, read_json, save_checkpoint, save_tensors, tensor_digest, write_json
 from .optim import make_optimizer
 from .tasks import SPLIT_NAMES, TASK_SUMMARY_FILE, read_split
@@ -45,11 +45,9 @@ def train_det(task: str, det_name: str, seed: int, spec: dict, data_dir: str | P
     """Train `spec["det"]` on `task`; writes delta.safetensors and metrics.json into out_dir."""
     started = time.perf_counter()
     data_dir, out_dir, checkpoint_dir = Path(data_dir), Path(out_dir), Path(checkpoint_dir)
-    configure_threads(threads)
+    device, precision = job_setup(spec, threads)
     training, det_spec = spec["training"], spec["det"]
     steps, batch_size, eval_every = training["steps"], training["batch_size"], training["eval_every"]
-    device = resolve_device(spec.get("device", "auto"))
-    precision = resolve_precision(spec.get("precision", "auto"), device)
     splits, task_info = load_task_splits(data_dir, task)
     primary = task_info.get("primary_metric", "accuracy")
     torch.manual_seed(seed)

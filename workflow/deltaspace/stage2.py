@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from .backbones import load_backbone
 from .dets import DeltaModel, build_delta_model
 from .evaluate import evaluate, prepare_batches
-from .hardware import autocast, configure_threads, resolve_device, resolve_precision
-from .io import atomic_path, config_digest, load_tensors, read_json, save_checkpoint, save_tensors, tensor_digest, write_json
+from .hardware import autocast, job_setup
+from .io import (atomic_path, config_digest, load_tensors, read_json, save_checkpoint, save_tensors, tensor_digest,
+                 write_json)
 from .optim import make_optimizer
-from .subspace import Subspace, simplex_weights
+from .subspace import Subspace, init_from_joint_svd, simplex_weights
 from .tasks import TASK_SUMMARY_FILE, read_split
 
 SUBSPACE_FILE = "subspace.safetensors"
@@ -40,14 +41,21 @@ def load_det_models(spec: dict, device) -> dict[str, DeltaModel]:
     return models
 
 
+def check_inits(models: dict[str, DeltaModel], digests: dict[str, str], source) -> None:
+    """Deltas only mean something added to the init they were trained from: refuse any other."""
+    for det, model in models.items():
+        if digests.get(det) != tensor_digest(model.vector()):
+            raise ValueError(f"{source} was made from another init of DET {det!r} (backbone, DET options or "
+                             f"init_seed differ from this config); rerun the stages before this one")
+
+
 def load_stage1_vectors(vectors_dir: Path, models: dict[str, DeltaModel]):
     """Per DET: (deltas matrix, {(task, seed): row}); checks each matrix matches the rebuilt DET's init."""
     vectors = {}
     for det, model in models.items():
-        tensors, meta = load_tensors(vectors_dir / f"{det}.safetensors")
-        if meta.get("init_digest") != tensor_digest(model.vector()):
-            raise ValueError(f"{vectors_dir / (det + '.safetensors')} was trained from another init of DET {det!r} "
-                             f"(backbone, DET options or init_seed differ from this config); rerun stage 1")
+        path = vectors_dir / f"{det}.safetensors"
+        tensors, meta = load_tensors(path)
+        check_inits({det: model}, {det: meta.get("init_digest")}, path)
         rows = {(task, int(seed)): i for i, (task, seed) in enumerate(json.loads(meta["rows"]))}
         vectors[det] = (tensors["deltas"], rows)
     return vectors
@@ -82,10 +90,8 @@ def decompose(spec: dict, vectors_dir: str | Path, data_dirs: dict[str, str | Pa
     """Writes subspace.safetensors (projections + every DET's init), points.csv and metrics.json."""
     started = time.perf_counter()
     vectors_dir, out_dir, checkpoint_dir = Path(vectors_dir), Path(out_dir), Path(checkpoint_dir)
-    configure_threads(threads)
+    device, precision = job_setup(spec, threads)
     sub = spec["subspace"]
-    device = resolve_device(spec.get("device", "auto"))
-    precision = resolve_precision(spec.get("precision", "auto"), device)
     seed = spec.get("seed", 0)
     torch.manual_seed(seed)
 
@@ -105,6 +111,9 @@ def decompose(spec: dict, vectors_dir: str | Path, data_dirs: dict[str, str | Pa
         return {det: matrix[rows[key]].to(device) for det, (matrix, rows) in vectors.items()}
 
     subspace = Subspace({det: m.num_parameters for det, m in models.items()}, sub["intrinsic_dim"]).to(device)
+    if sub.get("init", "random") == "joint_svd":
+        rows = {det: torch.stack([matrix[index[s]] for s in samples]).to(device) for det, (matrix, index) in vectors.items()}
+        init_from_joint_svd(subspace, rows)
     optimizer = make_optimizer(sub["optimizer"], subspace.parameters(), sub["lr"])
     generator = torch.Generator().manual_seed(seed)
     steps, batch_size, lam = sub["steps"], sub["batch_size"], sub["lambda"]

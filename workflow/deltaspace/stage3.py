@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from .backbones import load_backbone
 from .dets import build_delta_model
 from .evaluate import evaluate, prepare_batches
-from .hardware import autocast, configure_threads, resolve_device, resolve_precision
+from .hardware import autocast, job_setup
 from .io import save_tensors, tensor_digest, write_json
 from .optim import make_optimizer
 from .stage1 import batch_order, load_task_splits
-from .stage2 import load_subspace
+from .stage2 import check_inits, load_subspace
 from .subspace import UpProjection
 
 RESULT_FILE = "result.json"
@@ -79,19 +79,15 @@ def subspace_train(task: str, det: str, seed: int, spec: dict, subspace_path: st
     """Writes result.json (learned and random subspace scores) and intrinsic.safetensors (I*) into out_dir."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    configure_threads(threads)
-    device = resolve_device(spec.get("device", "auto"))
-    precision = resolve_precision(spec.get("precision", "auto"), device)
+    device, precision = job_setup(spec, threads)
     splits, task_info = load_task_splits(Path(data_dir), task)
     primary = task_info.get("primary_metric", "accuracy")
     subspace, inits, meta = load_subspace(subspace_path)
     if det not in inits:
         raise ValueError(f"{subspace_path} has no DET {det!r}; it holds {sorted(inits)}")
     model = build_delta_model(load_backbone(spec["backbone"], device), spec["dets"][det], spec["init_seed"])
-    init = model.vector()
-    if tensor_digest(init) != tensor_digest(inits[det]):
-        raise ValueError(f"{subspace_path}: DET {det!r} init differs from this config's; rerun the decompose stage")
-    init = init.to(device)
+    check_inits({det: model}, {det: tensor_digest(inits[det])}, subspace_path)
+    init = model.vector().to(device)
     stage = spec["stage3"]
     log(f"[subspace_train] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
     learned = train_intrinsic(model, subspace.up[det], init, splits, task, stage, seed, primary, precision, device, log)

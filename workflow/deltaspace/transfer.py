@@ -8,27 +8,23 @@ import pandas as pd
 import torch
 
 from .evaluate import evaluate, prepare_batches
-from .hardware import autocast, configure_threads, resolve_device, resolve_precision
+from .hardware import autocast, job_setup
 from .io import atomic_path, read_json, tensor_digest
 from .stage1 import load_task_splits
-from .stage2 import load_det_models, load_subspace
+from .stage2 import check_inits, load_det_models, load_subspace
 from .stage3 import RESULT_FILE
 
 
 def transfer(task: str, seed: int, spec: dict, subspace_path: str | Path, stage3_dirs: dict[str, str | Path],
              data_dir: str | Path, out: str | Path, threads: int | None = None, log=print) -> pd.DataFrame:
     """Writes a CSV with one row per (source DET, target DET): the target's test score at init_t + Up_t(I*_s)."""
-    configure_threads(threads)
-    device = resolve_device(spec.get("device", "auto"))
-    precision = resolve_precision(spec.get("precision", "auto"), device)
+    device, precision = job_setup(spec, threads)
     splits, task_info = load_task_splits(Path(data_dir), task)
     primary = task_info.get("primary_metric", "accuracy")
     subspace, inits, _ = load_subspace(subspace_path)
     subspace = subspace.to(device)
     models = load_det_models(spec, device)
-    for det, model in models.items():
-        if tensor_digest(model.vector()) != tensor_digest(inits.get(det, torch.empty(0))):
-            raise ValueError(f"{subspace_path}: DET {det!r} init differs from this config's; rerun decompose")
+    check_inits(models, {det: tensor_digest(v) for det, v in inits.items()}, subspace_path)
     backbone = next(iter(models.values())).backbone
     test_batches = prepare_batches(backbone, splits["test"], spec["stage3"]["eval_batch_size"], task, device)
     rows = []

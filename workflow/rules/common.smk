@@ -246,8 +246,9 @@ def common_spec():
 
 
 def decompose_spec(wildcards):
-    return as_json({**common_spec(), "dets": config["dets"], "subspace": config["subspace"],
-                    "seed": config["subspace"]["seed"]})
+    # Only what stage 2 reads: choosing other stage-3 tasks must not retrain the subspace.
+    stage2 = {k: v for k, v in config["subspace"].items() if k not in ("setting", "unseen_tasks", "optimize_seen")}
+    return as_json({**common_spec(), "dets": config["dets"], "subspace": stage2, "seed": config["subspace"]["seed"]})
 
 
 def subspace_train_spec(wildcards):
