@@ -13,7 +13,12 @@ from conftest import REPO, load_config, planned_jobs, snakemake
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+def test_paper_preset_validates():
+    """The paper's preset leaves encoder-only and local-data keys to the schema's defaults."""
+    validate(load_config("paper.yaml"), str(SCHEMA))
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "single_task.yaml"])
 def test_shipped_configs_validate(name):
     """Against the schema here; test_workflow's dry runs pass both through the workflow's own checks too."""
     config = load_config(name)
@@ -68,8 +73,8 @@ BAD_CONFIGS = {
     ),
     "option of another method": (
         with_change("dets.lora.bottleneck", 8),
-        "config key 'dets.lora.bottleneck' is not allowed; allowed keys in dets.lora: alpha, lr, method, rank, "
-        "target_modules",
+        "config key 'dets.lora.bottleneck' is not allowed; allowed keys in dets.lora: alpha, expected_params, lr, "
+        "method, rank, target_modules",
     ),
     "DET without method": (
         with_change("dets.lora.method", None),

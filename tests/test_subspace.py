@@ -128,10 +128,13 @@ def test_joint_svd_init_reconstructs_and_aligns_the_dets_points():
             assert (deltas[d] - subspace.decode(d, points[d])).norm() / deltas[d].norm() < 0.05
         assert (points["a"] - points["b"]).norm() / points["a"].norm() < 0.05
     fewer_tasks = {d: v[:2] for d, v in deltas.items()}  # fewer tasks than r: no failure, exact fit
-    init_from_joint_svd(subspace, fewer_tasks)
+    fresh = Subspace(dims, rank)
+    unfitted = fresh.up["a"].weight[:, 2].clone()
+    init_from_joint_svd(fresh, fewer_tasks)
     with torch.no_grad():
-        p = subspace.points(fewer_tasks)
-        assert (fewer_tasks["a"] - subspace.decode("a", p["a"])).norm() / fewer_tasks["a"].norm() < 0.05
+        p = fresh.points(fewer_tasks)
+        assert (fewer_tasks["a"] - fresh.decode("a", p["a"])).norm() / fewer_tasks["a"].norm() < 0.05
+    assert torch.equal(fresh.up["a"].weight[:, 2], unfitted)  # the unfitted direction keeps its random start
 
 
 def test_decompose_stage_on_a_tiny_model(tiny_stage2):

@@ -34,6 +34,15 @@ def test_configfile_replaces_the_default_instead_of_merging(workdir):
     }
 
 
+def test_single_task_preset_plans_one_source_and_three_targets(workdir):
+    result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "single_task.yaml"))
+    assert result.returncode == 0, result.stdout
+    assert planned_jobs(result.stdout) == {
+        "prepare_task": 4, "train_det": 4 * 5, "collect_vectors": 5, "stage1_table": 1,
+        "decompose": 1, "subspace_train": 3 * 5, "transfer": 3, "subspace_tables": 1, "all": 1,
+    }
+
+
 def test_one_stage_alone_by_target_and_until(workdir):
     one_task = snakemake(workdir, "results/data/sms_spam/task.json", "-n", "--configfile", SMOKE)
     assert planned_jobs(one_task.stdout) == {"prepare_task": 1}

@@ -90,15 +90,17 @@ def init_from_joint_svd(subspace: Subspace, deltas: dict[str, torch.Tensor], tan
     """
     joined = torch.cat([d / d.norm().clamp_min(1e-12) for d in deltas.values()], dim=1)
     u, _, _ = torch.linalg.svd(joined, full_matrices=False)
-    rank = subspace.rank
-    z = torch.zeros(joined.shape[0], rank, dtype=joined.dtype, device=joined.device)
-    z[:, : min(rank, u.shape[1])] = u[:, :rank]  # fewer tasks than r: the extra directions start at zero
+    # With fewer tasks than r, only k directions are fitted; the rest keep their random start so that
+    # stage 2's task loss and stage 3 can still use them (zeros would get no gradient, ever).
+    k = min(subspace.rank, u.shape[1])
+    z = u[:, :k]
     # Pre-activations of at most tanh_range keep tanh near-linear (tanh(0.2) = 0.197); layer two undoes the scale.
     tanh_scale = tanh_range / z.abs().max().clamp_min(1e-12)
     for det, delta in deltas.items():
-        subspace.up[det].weight.copy_((torch.linalg.pinv(z) @ delta).T)
+        subspace.up[det].weight[:, :k] = (torch.linalg.pinv(z) @ delta).T
         down = subspace.down[det]
-        down.first.weight.copy_(tanh_scale * (torch.linalg.pinv(delta) @ z).T)
+        down.first.weight[:k] = tanh_scale * (torch.linalg.pinv(delta) @ z).T
         down.first.bias.zero_()
-        down.second.weight.copy_(torch.eye(rank, device=z.device) / tanh_scale)
+        down.second.weight.copy_(torch.eye(subspace.rank, device=z.device))
+        down.second.weight[:k, :k] /= tanh_scale
         down.second.bias.zero_()
