@@ -34,14 +34,19 @@ def random_up_projection(learned: UpProjection, seed: int) -> UpProjection:
     return random
 
 
-def train_intrinsic(model, up: UpProjection, init: torch.Tensor, splits, task: str, stage: dict, seed: int,
+def tokenised_batches(backbone, splits, task: str, stage: dict, seed: int, device) -> dict:
+    """Every batch a stage-3 job uses, tokenised once and shared by all lrs and both subspaces."""
+    order = batch_order(len(splits["train"]), stage["batch_size"], stage["steps"], seed)
+    batches = {name: prepare_batches(backbone, splits[name], stage["eval_batch_size"], task, device)
+               for name in ("dev", "test")}
+    batches["train"] = [backbone.prepare([splits["train"][i] for i in row.tolist()], task).to(device) for row in order]
+    return batches
+
+
+def train_intrinsic(model, up: UpProjection, init: torch.Tensor, batches: dict, stage: dict, seed: int,
                     primary: str, precision: str, device, log) -> dict:
     """For each lr of the grid: train I from the same seeded start, keep the best dev; test the overall best."""
     up = up.to(device).requires_grad_(False)
-    backbone = model.backbone
-    batches = {name: prepare_batches(backbone, splits[name], stage["eval_batch_size"], task, device)
-               for name in ("dev", "test")}
-    order = batch_order(len(splits["train"]), stage["batch_size"], stage["steps"], seed)
 
     def dev_score(point) -> dict:
         with torch.no_grad(), autocast(precision, device):
@@ -53,8 +58,7 @@ def train_intrinsic(model, up: UpProjection, init: torch.Tensor, splits, task: s
         start = torch.randn(up.weight.shape[1], generator=torch.Generator().manual_seed(seed)) * 0.02
         point = start.to(device).requires_grad_(True)
         optimizer = make_optimizer(stage["optimizer"], [point], lr)
-        for step in range(stage["steps"]):
-            batch = backbone.prepare([splits["train"][i] for i in order[step].tolist()], task).to(device)
+        for step, batch in enumerate(batches["train"]):
             with autocast(precision, device):
                 loss = F.cross_entropy(model.functional_scores(init + up(point), batch), batch.labels)
             loss.backward()
@@ -90,8 +94,9 @@ def subspace_train(task: str, det: str, seed: int, spec: dict, subspace_path: st
     init = model.vector().to(device)
     stage = spec["stage3"]
     log(f"[subspace_train] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
-    learned = train_intrinsic(model, subspace.up[det], init, splits, task, stage, seed, primary, precision, device, log)
-    random = train_intrinsic(model, random_up_projection(subspace.up[det], seed), init, splits, task, stage, seed,
+    batches = tokenised_batches(model.backbone, splits, task, stage, seed, device)
+    learned = train_intrinsic(model, subspace.up[det], init, batches, stage, seed, primary, precision, device, log)
+    random = train_intrinsic(model, random_up_projection(subspace.up[det], seed), init, batches, stage, seed,
                              primary, precision, device, log)
     save_tensors(out_dir / VECTOR_FILE, {"intrinsic": learned["point"], "random_intrinsic": random["point"]},
                  {"task": task, "det": det, "seed": seed, "subspace": str(subspace_path), "lr": learned["lr"]})
