@@ -55,3 +55,15 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {kind: save_tiny(kind, root / kind) for kind in TINY_KINDS}
+
+
+PAPER_PRESETS = ("paper.yaml", "paper_single_task.yaml")
+
+
+@pytest.fixture(scope="session")
+def paper_crossfit_dir(tmp_path_factory) -> Path:
+    """A crossfit_dir holding tiny CrossFit-format folders for every task of the paper's presets."""
+    from fixtures.crossfit import write_crossfit_data
+
+    tasks = {task for name in PAPER_PRESETS for task in load_config(name)["tasks"]}
+    return write_crossfit_data(tmp_path_factory.mktemp("crossfit"), sorted(tasks))

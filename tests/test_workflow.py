@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter
 
 import pytest
 from safetensors import safe_open
@@ -15,32 +16,41 @@ DETS = ["adapter", "lora", "prefix", "prompt", "bitfit"]
 SMOKE_TASKS = ["sms_spam", "vader_tweets"]
 
 
+STAGE_RULES = ("prepare_task", "train_det", "collect_vectors", "stage1_table", "decompose", "subspace_train",
+               "transfer", "subspace_tables")
+
+
+def stage_jobs(output: str) -> dict[str, int]:
+    """The planned jobs of the stage rules (later rules such as figures are checked by their own tests)."""
+    return {rule: count for rule, count in planned_jobs(output).items() if rule in STAGE_RULES}
+
+
+def expected_stage_jobs(config: dict, stage3_tasks: int) -> dict[str, int]:
+    tasks, dets, seeds = len(config["tasks"]), len(config["dets"]), len(config["seeds"])
+    return {"prepare_task": tasks, "train_det": tasks * dets * seeds, "collect_vectors": dets, "stage1_table": 1,
+            "decompose": 1, "subspace_train": stage3_tasks * dets * seeds, "transfer": stage3_tasks * seeds,
+            "subspace_tables": 1}
+
+
 def test_dry_run_of_the_embedded_default_plans_every_stage(workdir):
     result = snakemake(workdir, "-n")
     assert result.returncode == 0, result.stdout
-    assert planned_jobs(result.stdout) == {
-        "prepare_task": 9, "train_det": 9 * 5, "collect_vectors": 5, "stage1_table": 1,
-        "decompose": 1, "subspace_train": 2 * 5, "transfer": 2, "subspace_tables": 1, "all": 1,
-    }
+    config = load_config("config.yaml")
+    assert len(config["tasks"]) == 9 and len(config["subspace"]["unseen_tasks"]) == 2
+    assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=2)
 
 
 def test_configfile_replaces_the_default_instead_of_merging(workdir):
     """smoke.yaml's two tasks must not gain the default's nine (snakemake alone would merge the dicts)."""
     result = snakemake(workdir, "-n", "--configfile", SMOKE)
     assert result.returncode == 0, result.stdout
-    assert planned_jobs(result.stdout) == {
-        "prepare_task": 2, "train_det": 2 * 5, "collect_vectors": 5, "stage1_table": 1,
-        "decompose": 1, "subspace_train": 5, "transfer": 1, "subspace_tables": 1, "all": 1,
-    }
+    assert stage_jobs(result.stdout) == expected_stage_jobs(load_config("smoke.yaml"), stage3_tasks=1)
 
 
 def test_single_task_preset_plans_one_source_and_three_targets(workdir):
     result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "single_task.yaml"))
     assert result.returncode == 0, result.stdout
-    assert planned_jobs(result.stdout) == {
-        "prepare_task": 4, "train_det": 4 * 5, "collect_vectors": 5, "stage1_table": 1,
-        "decompose": 1, "subspace_train": 3 * 5, "transfer": 3, "subspace_tables": 1, "all": 1,
-    }
+    assert stage_jobs(result.stdout) == expected_stage_jobs(load_config("single_task.yaml"), stage3_tasks=3)
 
 
 def test_one_stage_alone_by_target_and_until(workdir):
@@ -88,7 +98,7 @@ def test_smoke_config_runs_end_to_end(workdir):
 
     for det in DETS:
         index = read_csv(results / "vectors" / f"{det}_index.csv")
-        assert sorted(row["task"] for row in index) == SMOKE_TASKS
+        assert [row["task"] for row in index] == load_config("smoke.yaml")["subspace"]["train_tasks"]
         with safe_open(str(results / "vectors" / f"{det}.safetensors"), framework="pt") as f:
             deltas = f.get_tensor("deltas")
         assert deltas.shape[0] == len(index)
@@ -105,17 +115,40 @@ def test_smoke_config_runs_end_to_end(workdir):
     assert sorted((row["source_det"], row["target_det"]) for row in transfer) == sorted((s, t) for s in DETS for t in DETS)
     assert "| source_det |" in (results / "tables" / "transfer.md").read_text()
 
-    logs = sorted(p.relative_to(results / "logs").as_posix() for p in (results / "logs").rglob("*.log"))
-    assert len(logs) == 2 + 2 * 5 + 5 + 1 + 1 + 5 + 1 + 1
+    logs = [p for p in (results / "logs").rglob("*.log") if p.relative_to(results / "logs").parts[0].split(".")[0] in STAGE_RULES]
+    assert len(logs) == sum(expected_stage_jobs(load_config("smoke.yaml"), stage3_tasks=1).values())
     metrics = json.loads((results / "stage1" / "sms_spam" / "lora" / "seed42" / "metrics.json").read_text())
     assert metrics["steps"] == load_config("smoke.yaml")["stage1"]["steps"]
+
+    # The report layer: figures, a benchmark record per heavy job summed per stage, the summary, the HTML report.
+    for name in ("transfer_matrix", "relative_performance", "curves_stage1", "curves_stage2", "curves_stage3"):
+        for fmt in ("png", "pdf"):
+            assert (results / "figures" / f"{name}.{fmt}").stat().st_size > 1000, (name, fmt)
+    heavy = {"train_det", "decompose", "subspace_train", "transfer", "landscape"}
+    expected = {rule: n for rule, n in expected_stage_jobs(load_config("smoke.yaml"), stage3_tasks=1).items() if rule in heavy}
+    expected["landscape"] = 1  # smoke.yaml: the default, one landscape of the first unseen task
+    records = Counter(p.relative_to(results / "benchmarks").parts[0] for p in (results / "benchmarks").rglob("*.tsv"))
+    assert {rule: records[rule] for rule in heavy} == expected
+    resources = {row["rule"]: row for row in read_csv(results / "tables" / "resources.csv")}
+    for rule, jobs in expected.items():
+        assert int(resources[rule]["jobs"]) == jobs and float(resources[rule]["wall_s"]) > 0
+        assert float(resources[rule]["peak_rss_mb"]) > 100, resources[rule]  # a job that loads torch and a model
+    summary = (results / "summary.md").read_text()
+    for section in ("## Original space", "## Subspace", "## Transfer", "## Landscape", "## Compute"):
+        assert section in summary
+    assert f"results/stage1/sms_spam/{{{','.join(sorted(DETS))}}}/seed42/metrics.json" in summary
+    report = snakemake(workdir, *settings, "--report", "results/report.html", timeout=600)
+    assert report.returncode == 0, report.stdout[-5000:]
+    html = (results / "report.html").read_text()
+    for name in ("curves_stage1.png", "transfer_matrix.png", "summary.md", "resources.csv", "stage1.csv"):
+        assert name in html, name
 
     # Up to date now; changing one DET's option reruns exactly that DET's jobs and what reads them.
     again = snakemake(workdir, "-n", *settings)
     assert "Nothing to be done" in again.stdout, again.stdout
     changed = snakemake(workdir, "-n", *settings, 'dets={"lora": {"rank": 2}}')  # one --config, two entries
     # Stage 1 of LoRA only; the subspace is learned from every DET, so stage 2 and what follows rerun whole.
-    assert planned_jobs(changed.stdout) == {"train_det": 2, "collect_vectors": 1, "stage1_table": 1, "decompose": 1,
-                                            "subspace_train": 5, "transfer": 1, "subspace_tables": 1, "all": 1}
+    assert stage_jobs(changed.stdout) == {"train_det": 2, "collect_vectors": 1, "stage1_table": 1, "decompose": 1,
+                                          "subspace_train": 5, "transfer": 1, "subspace_tables": 1}
     retrained = re.findall(r"rule train_det:\n(?:.*\n)*?\s+wildcards: task=\w+, det=(\w+)", changed.stdout)
     assert retrained == ["lora"] * 2

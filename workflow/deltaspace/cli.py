@@ -24,7 +24,8 @@ def cmd_prepare_task(a) -> None:
     from .tasks import prepare_task
 
     s = a.spec
-    summary = prepare_task(a.task, s["task"], s["sizes"], s["seed"], a.out_dir, wheels_dir=s.get("wheels_dir"))
+    summary = prepare_task(a.task, s["task"], s["sizes"], s["seed"], a.out_dir, wheels_dir=s.get("wheels_dir"),
+                           crossfit_dir=s.get("crossfit_dir"))
     _log(f"[prepare_task] {a.task}: sizes {summary['sizes']} majority(test) {summary['majority_test_accuracy']:.4f}")
 
 
@@ -77,13 +78,75 @@ def cmd_subspace_tables(a) -> None:
     _log(f"[subspace_tables] -> {a.relative_out}, {a.transfer_out}")
 
 
+def cmd_subspace_artifact(a) -> None:
+    from .artifact import write_artifact
+
+    write_artifact(a.subspace, a.out_dir, a.points, a.metrics)
+    _log(f"[subspace_artifact] {a.subspace} -> {a.out_dir}")
+
+
+def cmd_export_peft(a) -> None:
+    from .hardware import configure_threads
+
+    configure_threads(a.threads)
+    if a.delta is not None:
+        from .export import export_stage1
+
+        export_stage1(a.delta, a.out_dir, backbone=a.backbone)
+    else:
+        from .artifact import export_stage3
+
+        if a.subspace is None:
+            raise ValueError("export-peft --intrinsic needs --subspace (the artifact folder or subspace.safetensors)")
+        export_stage3(a.intrinsic, a.subspace, a.out_dir, backbone=a.backbone)
+    _log(f"[export_peft] {a.delta or a.intrinsic} -> {a.out_dir}")
+
+
+def cmd_figures(a) -> None:
+    from .figures import make_figures
+
+    paths = make_figures(a.transfer, a.relative, a.stage1_runs, a.stage2_metrics, a.stage3_runs, a.out_dir)
+    _log(f"[figures] {len(paths)} files -> {a.out_dir}")
+
+
+def cmd_resource_table(a) -> None:
+    from .resources_table import resource_table
+
+    benchmarks = [tuple(item.split("=", 1)) for item in a.benchmarks]
+    table = resource_table(benchmarks, a.out, a.summary_out)
+    _log(f"[resource_table] {int(table['jobs'].sum())} jobs of {len(table)} rules -> {a.out}")
+
+
+def cmd_summary(a) -> None:
+    from .summary import write_summary
+
+    write_summary(a.out, a.stage1, a.relative, a.transfer, a.transfer_runs, a.resources, a.landscape_area)
+    _log(f"[summary] -> {a.out}")
+
+
+def cmd_landscape(a) -> None:
+    from .landscape import landscape
+
+    stage1 = dict(item.split("=", 1) for item in a.stage1)
+    stage3 = dict(item.split("=", 1) for item in a.stage3)
+    landscape(a.task, a.seed, a.spec, a.subspace, a.points, stage1, stage3, a.data_dir, a.out_dir,
+              threads=a.threads, log=_log)
+
+
+def cmd_landscape_table(a) -> None:
+    from .landscape import landscape_area_table
+
+    table = landscape_area_table(a.runs, a.out)
+    _log(f"[landscape_table] {len(table)} rows -> {a.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltaspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare-task", help="sample seeded train/dev/test splits of one task")
     p.add_argument("--task", required=True)
-    p.add_argument("--spec", type=_spec, required=True, help='{"task": {...}, "sizes": {...}, "seed": N, "wheels_dir": ...}')
+    p.add_argument("--spec", type=_spec, required=True, help='{"task": {...}, "sizes": {...}, "seed": N, "wheels_dir": ..., "crossfit_dir": ...}')
     p.add_argument("--out-dir", type=Path, required=True)
     p.set_defaults(run=cmd_prepare_task)
 
@@ -152,6 +215,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-out", type=Path, required=True)
     p.add_argument("--transfer-summary", type=Path, required=True)
     p.set_defaults(run=cmd_subspace_tables)
+
+    p = sub.add_parser("subspace-artifact", help="the learned subspace as one folder with a model card")
+    p.add_argument("--subspace", type=Path, required=True, help="results/subspace/subspace.safetensors")
+    p.add_argument("--points", type=Path, default=None, help="results/subspace/points.csv")
+    p.add_argument("--metrics", type=Path, default=None, help="results/subspace/metrics.json")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(run=cmd_subspace_artifact)
+
+    p = sub.add_parser("export-peft", help="a stage-1 or stage-3 solution as a PEFT adapter folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--delta", type=Path, help="a stage-1 delta.safetensors")
+    source.add_argument("--intrinsic", type=Path, help="a stage-3 intrinsic.safetensors (needs --subspace)")
+    p.add_argument("--subspace", type=Path, default=None, help="the subspace artifact folder or subspace.safetensors")
+    p.add_argument("--backbone", default=None, help="another path to the backbone's weights than the file names")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=cmd_export_peft)
+
+    p = sub.add_parser("figures", help="the report's figures (PNG and PDF): transfer, relative performance, curves")
+    p.add_argument("--transfer", type=Path, required=True, help="results/tables/transfer.csv")
+    p.add_argument("--relative", type=Path, required=True, help="results/tables/relative_performance.csv")
+    p.add_argument("--stage1-runs", nargs="+", type=Path, required=True, help="stage-1 folders (metrics.json)")
+    p.add_argument("--stage2-metrics", type=Path, required=True, help="results/subspace/metrics.json")
+    p.add_argument("--stage3-runs", nargs="+", type=Path, required=True, help="stage-3 folders (result.json)")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(run=cmd_figures)
+
+    p = sub.add_parser("resource-table", help="wall time and peak memory per stage from snakemake benchmark files")
+    p.add_argument("--benchmarks", nargs="+", required=True, metavar="RULE=TSV", help="benchmark file of each job")
+    p.add_argument("--out", type=Path, required=True, help="results/tables/resources.csv")
+    p.add_argument("--summary-out", type=Path, required=True, help="results/tables/resources.md")
+    p.set_defaults(run=cmd_resource_table)
+
+    p = sub.add_parser("summary", help="results/summary.md: the headline tables, every row naming its files")
+    p.add_argument("--stage1", type=Path, required=True, help="results/tables/stage1.csv")
+    p.add_argument("--relative", type=Path, required=True, help="results/tables/relative_performance.csv")
+    p.add_argument("--transfer", type=Path, required=True, help="results/tables/transfer.csv")
+    p.add_argument("--transfer-runs", nargs="+", type=Path, required=True, help="the per-task transfer CSVs")
+    p.add_argument("--resources", type=Path, default=None, help="results/tables/resources.csv")
+    p.add_argument("--landscape-area", type=Path, required=True, help="results/tables/landscape_area.csv")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_summary)
+
+    p = sub.add_parser("landscape", help="every DET on a grid over the plane through the DETs' points of a task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--spec", type=_spec, required=True,
+                   help='{"backbone", "dets", "init_seed", "precision", "device", "landscape": {...}}')
+    p.add_argument("--subspace", type=Path, required=True, help="results/subspace/subspace.safetensors")
+    p.add_argument("--points", type=Path, required=True, help="results/subspace/points.csv (the seen tasks' points)")
+    p.add_argument("--stage1", nargs="+", required=True, metavar="DET=DIR", help="stage-1 folder of each DET")
+    p.add_argument("--stage3", nargs="*", default=[], metavar="DET=DIR",
+                   help="stage-3 folder of each DET (the points of a task the subspace never saw)")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=cmd_landscape)
+
+    p = sub.add_parser("landscape-table", help="results/tables/landscape_area.csv from the landscapes' area rows")
+    p.add_argument("--runs", nargs="+", type=Path, required=True, help="landscape folders (area.csv)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_landscape_table)
     return parser
 
 

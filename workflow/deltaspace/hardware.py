@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from .gpu_slots import claim_device
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -54,7 +56,8 @@ def configure_threads(threads: int | None) -> None:
 
 
 def job_setup(spec: dict, threads: int | None) -> tuple[torch.device, str]:
-    """Every stage's first step: its thread budget, then the device and precision its spec asks for."""
+    """Every stage's first step: its thread budget, a GPU of its own, then the device and precision it asks for."""
     configure_threads(threads)
+    claim_device(spec.get("device", "auto"))  # before resolve_device: the first CUDA call fixes the visible GPUs
     device = resolve_device(spec.get("device", "auto"))
     return device, resolve_precision(spec.get("precision", "auto"), device)

@@ -22,13 +22,14 @@ from .hardware import autocast, job_setup
 from .io import (atomic_path, config_digest, load_tensors, read_json, save_checkpoint, save_tensors, tensor_digest,
                  write_json)
 from .optim import make_optimizer
-from .subspace import Subspace, init_from_joint_svd, simplex_weights
+from .subspace import Subspace, init_from_joint_svd, simplex_weights, structured_dets
 from .tasks import TASK_SUMMARY_FILE, read_split
 
 SUBSPACE_FILE = "subspace.safetensors"
 POINTS_FILE = "points.csv"
 STAGE2_METRICS_FILE = "metrics.json"
 STAGE2_CHECKPOINT_FILE = "last.pt"
+DENSE_MAX_NUMBERS = 25_000_000  # the schema's default of subspace.dense_max_numbers
 
 
 def load_det_models(spec: dict, device) -> dict[str, DeltaModel]:
@@ -110,10 +111,15 @@ def decompose(spec: dict, vectors_dir: str | Path, data_dirs: dict[str, str | Pa
         key = next(s for s in samples if s[0] == task) if seed_of_row is None else (task, seed_of_row)
         return {det: matrix[rows[key]].to(device) for det, (matrix, rows) in vectors.items()}
 
-    subspace = Subspace({det: m.num_parameters for det, m in models.items()}, sub["intrinsic_dim"]).to(device)
+    dims = {det: m.num_parameters for det, m in models.items()}
+    structured = structured_dets(dims, sub["intrinsic_dim"], sub.get("dense_max_numbers", DENSE_MAX_NUMBERS))
+    subspace = Subspace(dims, sub["intrinsic_dim"], structured=structured).to(device)
+    if structured:
+        log(f"[decompose] Fastfood projections for {structured}: D x r above subspace.dense_max_numbers")
     if sub.get("init", "random") == "joint_svd":
         rows = {det: torch.stack([matrix[index[s]] for s in samples]).to(device) for det, (matrix, index) in vectors.items()}
-        init_from_joint_svd(subspace, rows)
+        errors = init_from_joint_svd(subspace, rows)
+        log(f"[decompose] joint_svd start: relative reconstruction error per DET {errors}")
     optimizer = make_optimizer(sub["optimizer"], subspace.parameters(), sub["lr"])
     generator = torch.Generator().manual_seed(seed)
     steps, batch_size, lam = sub["steps"], sub["batch_size"], sub["lambda"]
@@ -189,14 +195,18 @@ def save_subspace(path, subspace: Subspace, models, inits, spec, tasks) -> None:
     metadata = {"dets": json.dumps(spec["dets"], sort_keys=True), "backbone": json.dumps(spec["backbone"], sort_keys=True),
                 "init_seed": spec["init_seed"], "intrinsic_dim": subspace.rank, "train_tasks": json.dumps(tasks),
                 "init_digests": json.dumps({det: tensor_digest(v) for det, v in inits.items()}),
-                "dims": json.dumps({det: m.num_parameters for det, m in models.items()})}
+                "dims": json.dumps({det: m.num_parameters for det, m in models.items()}),
+                "projections": json.dumps({det: "fastfood" if det in subspace.structured else "dense"
+                                           for det in subspace.dets})}
     save_tensors(path, tensors, metadata)
 
 
 def load_subspace(path) -> tuple[Subspace, dict[str, torch.Tensor], dict]:
     """(subspace, {det: init vector}, metadata) from a subspace.safetensors artifact."""
     tensors, meta = load_tensors(path)
-    subspace = Subspace(json.loads(meta["dims"]), int(meta["intrinsic_dim"]))
+    kinds = json.loads(meta.get("projections", "{}"))  # absent: written before structured projections existed
+    subspace = Subspace(json.loads(meta["dims"]), int(meta["intrinsic_dim"]),
+                        structured=[det for det, kind in kinds.items() if kind == "fastfood"])
     for kind, module in (("down", subspace.down), ("up", subspace.up)):
         module.load_state_dict({k[len(kind) + 1:]: v for k, v in tensors.items() if k.startswith(kind + ".")})
     inits = {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")}

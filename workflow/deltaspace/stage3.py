@@ -14,6 +14,7 @@ from .evaluate import evaluate, prepare_batches
 from .hardware import autocast, job_setup
 from .io import save_tensors, tensor_digest, write_json
 from .optim import make_optimizer
+from .projections import Fastfood
 from .stage1 import batch_order, load_task_splits
 from .stage2 import check_inits, load_subspace
 from .subspace import UpProjection
@@ -22,10 +23,12 @@ RESULT_FILE = "result.json"
 VECTOR_FILE = "intrinsic.safetensors"
 
 
-def random_up_projection(learned: UpProjection, seed: int) -> UpProjection:
+def random_up_projection(learned: UpProjection | Fastfood, seed: int) -> UpProjection | Fastfood:
     """An untrained up-projection of the same shape and Frobenius norm as the learned one: the baseline that
-    shows what the learned subspace adds beyond 'any r directions'."""
+    shows what the learned subspace adds beyond 'any r directions'. A Fastfood one gets a fresh Fastfood."""
     generator = torch.Generator().manual_seed(seed)
+    if isinstance(learned, Fastfood):
+        return learned.random_like(generator, learned.frobenius_norm())
     rank, dim = learned.weight.shape[1], learned.weight.shape[0]
     random = UpProjection(rank, dim)
     with torch.no_grad():
@@ -35,15 +38,16 @@ def random_up_projection(learned: UpProjection, seed: int) -> UpProjection:
 
 
 def tokenised_batches(backbone, splits, task: str, stage: dict, seed: int, device) -> dict:
-    """Every batch a stage-3 job uses, tokenised once and shared by all lrs and both subspaces."""
+    """Every batch a stage-3 job uses, tokenised once and shared by all lrs and both subspaces (a test split
+    is optional: the subspace artifact's API trains on a new task's train and dev examples alone)."""
     order = batch_order(len(splits["train"]), stage["batch_size"], stage["steps"], seed)
     batches = {name: prepare_batches(backbone, splits[name], stage["eval_batch_size"], task, device)
-               for name in ("dev", "test")}
+               for name in ("dev", "test") if name in splits}
     batches["train"] = [backbone.prepare([splits["train"][i] for i in row.tolist()], task).to(device) for row in order]
     return batches
 
 
-def train_intrinsic(model, up: UpProjection, init: torch.Tensor, batches: dict, stage: dict, seed: int,
+def train_intrinsic(model, up: UpProjection | Fastfood, init: torch.Tensor, batches: dict, stage: dict, seed: int,
                     primary: str, precision: str, device, log) -> dict:
     """For each lr of the grid: train I from the same seeded start, keep the best dev; test the overall best."""
     up = up.to(device).requires_grad_(False)
@@ -55,7 +59,7 @@ def train_intrinsic(model, up: UpProjection, init: torch.Tensor, batches: dict, 
 
     best, all_history = None, []
     for lr in stage["lrs"]:
-        start = torch.randn(up.weight.shape[1], generator=torch.Generator().manual_seed(seed)) * 0.02
+        start = torch.randn(up.rank, generator=torch.Generator().manual_seed(seed)) * 0.02
         point = start.to(device).requires_grad_(True)
         optimizer = make_optimizer(stage["optimizer"], [point], lr)
         for step, batch in enumerate(batches["train"]):
@@ -71,11 +75,13 @@ def train_intrinsic(model, up: UpProjection, init: torch.Tensor, batches: dict, 
                 if best is None or dev[primary] > best["dev"]:
                     best = {"dev": dev[primary], "lr": lr, "step": done, "point": point.detach().clone()}
         log(f"[subspace_train] lr {lr}: best dev so far {best['dev']:.4f} (lr {best['lr']}, step {best['step']})")
-    with torch.no_grad(), autocast(precision, device):
-        vector = init + up(best["point"])
-        test = evaluate(lambda b: model.functional_scores(vector, b), batches["test"])
-    return {"dev": best["dev"], "test": test[primary], "test_metrics": test, "lr": best["lr"], "best_step": best["step"],
-            "point": best["point"].cpu(), "history": all_history}
+    test = None
+    if "test" in batches:
+        with torch.no_grad(), autocast(precision, device):
+            vector = init + up(best["point"])
+            test = evaluate(lambda b: model.functional_scores(vector, b), batches["test"])
+    return {"dev": best["dev"], "test": None if test is None else test[primary], "test_metrics": test,
+            "lr": best["lr"], "best_step": best["step"], "point": best["point"].cpu(), "history": all_history}
 
 
 def subspace_train(task: str, det: str, seed: int, spec: dict, subspace_path: str | Path, data_dir: str | Path,

@@ -27,6 +27,20 @@ STAGE3_RUN = "results/stage3/{task}/{det}/seed{seed}"
 TRANSFER_RUN = "results/transfer/{task}/seed{seed}.csv"
 TABLES_DIR = "results/tables"
 LOGS_DIR = "results/logs"
+FIGURES_DIR = "results/figures"
+SUMMARY = "results/summary.md"
+LANDSCAPE_AREA = "results/tables/landscape_area.csv"
+LANDSCAPE_RUN = "results/landscape/{task}/seed{seed}"
+EXPORT_SUBSPACE = "results/export/subspace"
+EXPORT_PEFT_RUN = "results/export/peft/{task}/{det}/seed{seed}"
+# Snakemake's per-job benchmark records (wall time, peak memory) of every heavy rule, summed by resource_table.
+BENCHMARKS = {
+    "train_det": "results/benchmarks/train_det/{task}/{det}/seed{seed}.tsv",
+    "decompose": "results/benchmarks/decompose/subspace.tsv",
+    "subspace_train": "results/benchmarks/subspace_train/{task}/{det}/seed{seed}.tsv",
+    "transfer": "results/benchmarks/transfer/{task}/seed{seed}.tsv",
+    "landscape": "results/benchmarks/landscape/{task}/seed{seed}.tsv",
+}
 TEMPLATE_FIELDS = {"input", "task"}
 
 
@@ -94,7 +108,9 @@ def validate_config(config, schema):
         raise WorkflowError(f"Invalid configuration: {detail}") from None
     check_input_template(config["backbone"]["input_template"])
     check_task_specs(config["tasks"])
+    check_crossfit_data(config["tasks"], config.get("crossfit_dir"))
     check_subspace_tasks()
+    check_landscape_tasks()
 
 
 def check_input_template(template):
@@ -121,6 +137,40 @@ def check_task_specs(tasks):
             validate_spec(name, spec)
         except TaskDataError as err:
             raise WorkflowError(f"Invalid configuration: config key 'tasks.{name}': {err}") from None
+
+
+def check_crossfit_data(tasks, crossfit_dir):
+    """Every CrossFit task's files must exist before any job runs: name the missing ones now, not hours in."""
+    try:
+        from deltaspace.tasks import TaskDataError, missing_crossfit_files, resolve_crossfit_path
+    except ImportError:  # conda-deployed jobs (--use-conda): each prepare_task job checks its own files
+        return
+    missing = {}
+    for name, spec in tasks.items():
+        if spec["source"] != "crossfit":
+            continue
+        try:
+            paths = missing_crossfit_files(resolve_crossfit_path(name, spec, crossfit_dir))
+        except TaskDataError as err:
+            raise WorkflowError(f"Invalid configuration: config key 'tasks.{name}': {err}") from None
+        if paths:
+            missing[name] = paths
+    if not missing:
+        return
+    how = "give the data's folder with --config crossfit_dir=/path/to/crossfit/data (README: \"The paper's setting\")"
+    if crossfit_dir is not None and not os.path.isdir(crossfit_dir):
+        raise WorkflowError(
+            f"Invalid configuration: config key 'crossfit_dir': folder {crossfit_dir!r} does not exist (in "
+            f"{os.getcwd()}), so {len(missing)} CrossFit task(s) have no data; {how}"
+        )
+    shown = [f"task {name!r}: {', '.join(map(str, paths))}" for name, paths in list(missing.items())[:5]]
+    more = f"; and {len(missing) - 5} more task(s)" if len(missing) > 5 else ""
+    where = f" under crossfit_dir {crossfit_dir!r}" if crossfit_dir is not None else ""
+    raise WorkflowError(
+        f"Invalid configuration: CrossFit data missing for {len(missing)} task(s){where}: not found {'; '.join(shown)}"
+        f"{more}. Each task needs a folder holding <prefix>_train.tsv, <prefix>_dev.tsv and <prefix>_test.tsv "
+        f"(prefix: the folder's name unless the task sets 'prefix'); {how}"
+    )
 
 
 # ---- how jobs run the package -------------------------------------------------------------------
@@ -163,14 +213,16 @@ def as_json(value):
 
 
 def prepare_task_spec(wildcards):
-    return as_json(
-        {
-            "task": config["tasks"][wildcards.task],
-            "sizes": config["split_sizes"],
-            "seed": config["data_seed"],
-            "wheels_dir": config["wheels_dir"],
-        }
-    )
+    spec = {
+        "task": config["tasks"][wildcards.task],
+        "sizes": config["split_sizes"],
+        "seed": config["data_seed"],
+        "wheels_dir": config["wheels_dir"],
+    }
+    # Only CrossFit tasks read it, so setting it leaves every other task's job (and its outputs) as it was.
+    if spec["task"]["source"] == "crossfit" and "crossfit_dir" in config:
+        spec["crossfit_dir"] = config["crossfit_dir"]
+    return as_json(spec)
 
 
 def train_det_spec(wildcards):
@@ -186,13 +238,13 @@ def train_det_spec(wildcards):
     )
 
 
-def stage1_runs(det=None):
-    """Every stage-1 output folder, for one DET or for all, in config order (tasks, then seeds)."""
+def stage1_runs(det=None, tasks=None):
+    """Stage-1 output folders, for one DET or for all, of the given tasks or all, in config order."""
     dets = det_names() if det is None else [det]
     return [
         STAGE1_RUN.format(task=task, det=d, seed=seed)
         for d in dets
-        for task in task_names()
+        for task in (task_names() if tasks is None else tasks)
         for seed in config["seeds"]
     ]
 
@@ -228,6 +280,16 @@ def check_subspace_tasks():
         )
 
 
+def check_landscape_tasks():
+    """A landscape needs the task's points: a train task has them in points.csv, an unseen one from stage 3."""
+    without_points = [t for t in landscape_tasks() if t not in subspace_train_tasks() and t not in task_roles()]
+    if without_points:
+        raise WorkflowError(
+            f"Invalid configuration: config key 'landscape.tasks' names task(s) {without_points} that are neither in "
+            "subspace.train_tasks nor in subspace.unseen_tasks, so they have no points in the subspace"
+        )
+
+
 def stage3_runs(det=None, task=None, seed=None):
     return [
         STAGE3_RUN.format(task=t, det=d, seed=s)
@@ -239,6 +301,30 @@ def stage3_runs(det=None, task=None, seed=None):
 
 def transfer_runs():
     return [TRANSFER_RUN.format(task=t, seed=s) for t in task_roles() for s in config["seeds"]]
+
+
+def benchmark_records():
+    """(rule, benchmark file) of every benchmarked job, stage by stage: what resource_table sums."""
+    seeds = config["seeds"]
+    jobs = {
+        "train_det": [dict(task=t, det=d, seed=s) for d in det_names() for t in task_names() for s in seeds],
+        "decompose": [{}],
+        "subspace_train": [dict(task=t, det=d, seed=s) for t in task_roles() for d in det_names() for s in seeds],
+        "transfer": [dict(task=t, seed=s) for t in task_roles() for s in seeds],
+        "landscape": [dict(task=t, seed=s) for t in landscape_tasks() for s in seeds],  # landscape.smk
+    }
+    return [(rule, BENCHMARKS[rule].format(**w)) for rule, wildcards in jobs.items() for w in wildcards]
+
+
+def peft_exports():
+    """A PEFT adapter folder per stage-3 solution of each DET whose method PEFT implements (deltaspace.export)."""
+    try:
+        from deltaspace.export import PEFT_METHODS
+    except ImportError:  # snakemake runs outside the package's environment (--use-conda): read this checkout's
+        sys.path.append(os.path.join(workflow.basedir, "workflow"))
+        from deltaspace.export import PEFT_METHODS
+    dets = [det for det in det_names() if config["dets"][det]["method"] in PEFT_METHODS]
+    return [EXPORT_PEFT_RUN.format(task=t, det=d, seed=s) for t in task_roles() for d in dets for s in config["seeds"]]
 
 
 def common_spec():
@@ -260,7 +346,29 @@ def transfer_spec(wildcards):
     return as_json({**common_spec(), "dets": config["dets"], "stage3": config["stage3"]})
 
 
+def landscape_tasks():
+    """landscape.tasks, or by default the first unseen/target task (else the first train task)."""
+    return list(config["landscape"]["tasks"] or (config["subspace"]["unseen_tasks"] or subspace_train_tasks())[:1])
+
+
+def landscape_runs():
+    return [LANDSCAPE_RUN.format(task=t, seed=s) for t in landscape_tasks() for s in config["seeds"]]
+
+
+def landscape_stage3(wildcards):
+    """The task's stage-3 vectors: its points if the subspace never saw it, else marks on its maps."""
+    if wildcards.task not in task_roles():
+        return []
+    return [f"{run}/intrinsic.safetensors" for run in stage3_runs(task=wildcards.task, seed=wildcards.seed)]
+
+
+def landscape_spec(wildcards):
+    # Which tasks get a landscape is not part of any one landscape's settings.
+    settings = {k: v for k, v in config["landscape"].items() if k != "tasks"}
+    return as_json({**common_spec(), "dets": config["dets"], "landscape": settings})
+
+
 def final_outputs():
-    return [f"{TABLES_DIR}/{name}" for name in ("relative_performance.csv", "transfer.csv")] + [f"{TABLES_DIR}/stage1.csv"] + [
+    return [SUMMARY, f"{FIGURES_DIR}/transfer_matrix.png"] + [f"{TABLES_DIR}/{name}" for name in ("relative_performance.csv", "transfer.csv")] + [f"{TABLES_DIR}/stage1.csv"] + [
         f"{VECTORS_DIR}/{det}{suffix}" for det in det_names() for suffix in (".safetensors", "_index.csv")
-    ]
+    ] + [f"{EXPORT_SUBSPACE}/README.md"] + [f"{run}/adapter_config.json" for run in peft_exports()] + [LANDSCAPE_AREA]

@@ -18,6 +18,8 @@ rule train_det:
         checkpoint_dir=lambda wildcards: STAGE1_CHECKPOINTS.format(**wildcards),
     log:
         f"{LOGS_DIR}/train_det/{{task}}/{{det}}/seed{{seed}}.log",
+    benchmark:
+        BENCHMARKS["train_det"]
     threads: rule_resource("train_det", "threads")
     resources:
         mem_mb=rule_resource("train_det", "mem_mb"),
@@ -33,13 +35,17 @@ rule train_det:
 
 rule collect_vectors:
     input:
-        deltas=lambda wildcards: [f"{run}/delta.safetensors" for run in stage1_runs(wildcards.det)],
+        # Only what stage 2 learns from: adding an unseen task must not retrain the subspace.
+        deltas=lambda wildcards: [
+            f"{run}/delta.safetensors" for run in stage1_runs(wildcards.det, subspace_train_tasks())
+        ],
     output:
         matrix=f"{VECTORS_DIR}/{{det}}.safetensors",
         index=report(
             f"{VECTORS_DIR}/{{det}}_index.csv",
             caption="../report/vector_index.rst",
-            category="Solution vectors",
+            category="Original space",
+            subcategory="Solution vectors",
             labels={"DET": "{det}", "table": "row index"},
         ),
     params:
@@ -65,7 +71,8 @@ rule stage1_table:
         table=report(
             f"{TABLES_DIR}/stage1.csv",
             caption="../report/stage1_table.rst",
-            category="Stage 1",
+            category="Original space",
+            subcategory="Scores",
             labels={"table": "scores of every DET on every task"},
         ),
     params:

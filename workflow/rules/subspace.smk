@@ -23,6 +23,8 @@ rule decompose:
         checkpoint_dir=SUBSPACE_CHECKPOINTS,
     log:
         f"{LOGS_DIR}/decompose.log",
+    benchmark:
+        BENCHMARKS["decompose"]
     threads: rule_resource("decompose", "threads")
     resources:
         mem_mb=rule_resource("decompose", "mem_mb"),
@@ -48,6 +50,8 @@ rule subspace_train:
         out_dir=lambda wildcards, output: os.path.dirname(output.result),
     log:
         f"{LOGS_DIR}/subspace_train/{{task}}/{{det}}/seed{{seed}}.log",
+    benchmark:
+        BENCHMARKS["subspace_train"]
     threads: rule_resource("subspace_train", "threads")
     resources:
         mem_mb=rule_resource("subspace_train", "mem_mb"),
@@ -74,6 +78,8 @@ rule transfer:
         runs=lambda wildcards, input: [f"{d}={os.path.dirname(p)}" for d, p in zip(det_names(), input.results)],
     log:
         f"{LOGS_DIR}/transfer/{{task}}/seed{{seed}}.log",
+    benchmark:
+        BENCHMARKS["transfer"]
     threads: rule_resource("transfer", "threads")
     resources:
         mem_mb=rule_resource("transfer", "mem_mb"),

@@ -5,11 +5,12 @@ from ..backbones import Backbone
 from .adapter import Adapter
 from .base import DeltaModel, DeltaTuning, DetConfigError
 from .bitfit import BitFit
+from .finetune import FineTune
 from .lora import LoRA
 from .prefix import Prefix
 from .prompt import Prompt
 
-METHODS: dict[str, type[DeltaTuning]] = {cls.method: cls for cls in (Adapter, LoRA, Prefix, Prompt, BitFit)}
+METHODS: dict[str, type[DeltaTuning]] = {cls.method: cls for cls in (Adapter, LoRA, Prefix, Prompt, BitFit, FineTune)}
 
 
 def make_det(spec: dict) -> DeltaTuning:

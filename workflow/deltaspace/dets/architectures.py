@@ -5,7 +5,7 @@ Patterns are regular expressions matched (re.search) against module names of the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -15,7 +15,10 @@ class ArchitectureProfile:
     lora_targets: tuple[str, ...]  # PEFT target_modules: the query and value projections
     attention: str  # modules that call the attention interface and take a prefix (self-attention only)
     sublayer_outputs: tuple[str, ...]  # last Linear of each sub-layer, before the residual add (adapters)
-    blocks: str  # the transformer blocks (BitFit adds bias deltas only inside them)
+    blocks: str  # the transformer blocks (BitFit adds bias deltas only inside them); group 1: the block's index
+    # Fine-tuning's named parameter sets: name -> regex over parameter names (finetune's `targets`).
+    weight_sets: dict[str, str] = field(default_factory=dict)
+    unscored: str | None = None  # parameters that rank-classification scoring never uses (left out of "all")
 
 
 PROFILES: dict[str, ArchitectureProfile] = {
@@ -23,19 +26,27 @@ PROFILES: dict[str, ArchitectureProfile] = {
         lora_targets=("query", "value"),
         attention=r"attention\.self$",
         sublayer_outputs=(r"attention\.output\.dense$", r"layer\.\d+\.output\.dense$"),
-        blocks=r"encoder\.layer\.\d+\.",
+        blocks=r"encoder\.layer\.(\d+)\.",
+        weight_sets={"attention": r"\.attention\.(self\.(query|key|value)|output\.dense)\.",
+                     "ffn": r"\.(intermediate\.dense|layer\.\d+\.output\.dense)\.",
+                     "norms": r"LayerNorm\.", "embeddings": r"^embeddings\.\w+_embeddings\."},
+        unscored=r"^pooler\.",  # scoring mean-pools the hidden states itself
     ),
     "t5": ArchitectureProfile(
         lora_targets=("q", "v"),
         attention=r"block\.\d+\.layer\.0\.SelfAttention$",
         sublayer_outputs=(r"SelfAttention\.o$", r"EncDecAttention\.o$", r"DenseReluDense\.wo$"),
-        blocks=r"(encoder|decoder)\.block\.\d+\.",
+        blocks=r"(?:encoder|decoder)\.block\.(\d+)\.",
+        weight_sets={"attention": r"(SelfAttention|EncDecAttention)\.(q|k|v|o)\.", "ffn": r"DenseReluDense\.",
+                     "norms": r"layer_norm\.", "embeddings": r"^(shared|lm_head)\."},
     ),
     "llama": ArchitectureProfile(
         lora_targets=("q_proj", "v_proj"),
         attention=r"layers\.\d+\.self_attn$",
         sublayer_outputs=(r"self_attn\.o_proj$", r"mlp\.down_proj$"),
-        blocks=r"layers\.\d+\.",
+        blocks=r"layers\.(\d+)\.",
+        weight_sets={"attention": r"self_attn\.(q|k|v|o)_proj\.", "ffn": r"mlp\.", "norms": r"norm\.weight$",
+                     "embeddings": r"(embed_tokens\.|^lm_head\.)"},
     ),
 }
 # Families that share a layout with one above.

@@ -1,5 +1,6 @@
 """Tasks: real data sources, deterministic train/dev/test preparation, and metrics."""
 
+from .crossfit import missing_crossfit_files, resolve_crossfit_path
 from .errors import TaskDataError
 from .example import Example
 from .metrics import METRICS, accuracy, macro_f1, majority_baseline, majority_label, score_all
@@ -29,10 +30,12 @@ __all__ = [
     "macro_f1",
     "majority_baseline",
     "majority_label",
+    "missing_crossfit_files",
     "normalize_text",
     "packaged_task_names",
     "prepare_task",
     "read_split",
+    "resolve_crossfit_path",
     "score_all",
     "stratified_split",
     "validate_spec",

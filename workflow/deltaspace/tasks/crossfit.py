@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import TaskDataError
 from .example import Example
@@ -79,13 +79,44 @@ def _looks_multiple_choice(pairs: list[tuple[str, str, int]]) -> bool:
     return len(examples) > unmatched
 
 
+def resolve_crossfit_path(task: str, spec: Mapping[str, Any], crossfit_dir: Path | str | None) -> dict[str, Any]:
+    """The spec with a concrete 'path': a relative one, or the task's own name when 'path' is left out,
+    lies under crossfit_dir (the one folder a user gives for all CrossFit tasks)."""
+    spec = dict(spec)
+    path = spec.get("path")
+    if path is None and crossfit_dir is None:
+        raise TaskDataError(
+            f"task {task!r}: source 'crossfit' needs key 'path', or a top-level 'crossfit_dir' holding a folder "
+            f"named {task!r} (e.g. --config crossfit_dir=/path/to/crossfit/data)"
+        )
+    path = Path(task if path is None else path)
+    if crossfit_dir is not None and not path.is_absolute():
+        path = Path(crossfit_dir) / path
+    spec["path"] = str(path)
+    return spec
+
+
+def crossfit_files(spec: Mapping[str, Any]) -> dict[str, Path]:
+    """split -> the file a CrossFit task folder must hold for it: <folder>/<prefix>_<split>.tsv."""
+    folder = Path(spec["path"])
+    prefix = spec.get("prefix", folder.name)
+    return {split: folder / f"{prefix}_{split}.tsv" for split in SPLIT_NAMES}
+
+
+def missing_crossfit_files(spec: Mapping[str, Any]) -> list[Path]:
+    """The task's folder if it is absent, else those of its three split files that are absent."""
+    folder = Path(spec["path"])
+    if not folder.is_dir():
+        return [folder]
+    return [path for path in crossfit_files(spec).values() if not path.is_file()]
+
+
 def load_crossfit_splits(task: str, spec: dict[str, Any]) -> tuple[dict[str, list[Example]], dict[str, int]]:
     folder = Path(spec["path"])
     if not folder.is_dir():
         raise TaskDataError(f"task {task!r}: CrossFit folder {folder} does not exist (key 'path')")
-    prefix = spec.get("prefix", folder.name)
     max_candidates = spec.get("max_candidates", DEFAULT_MAX_CANDIDATES)
-    files = {split: folder / f"{prefix}_{split}.tsv" for split in SPLIT_NAMES}
+    files = crossfit_files(spec)
     pairs = {split: _read_pairs(task, path) for split, path in files.items()}
     splits: dict[str, list[Example]] = {}
     notes: dict[str, int] = {}

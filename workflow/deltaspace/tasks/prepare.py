@@ -61,12 +61,13 @@ def prepare_task(
     seed: int,
     out_dir: Path | str,
     wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR,
+    crossfit_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Write out_dir/{train,dev,test}.jsonl and out_dir/task.json; return the task.json content."""
     sizes = validate_sizes(task_name, sizes)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TaskDataError(f"task {task_name!r}: seed must be an integer, got {seed!r}")
-    raw = load_task(task_name, spec, wheels_dir)
+    raw = load_task(task_name, spec, wheels_dir, crossfit_dir)
     splits, dedup_notes, n_unique = _split_examples(raw, sizes, seed)
     for split in SPLIT_NAMES:
         if not splits[split]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .crossfit import load_crossfit_splits
+from .crossfit import load_crossfit_splits, resolve_crossfit_path
 from .errors import TaskDataError
 from .file_source import load_file_examples
 from .huggingface_source import load_huggingface_examples
@@ -21,7 +21,8 @@ SPEC_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "packaged": (set(), {"name"}),
     "file": ({"path"}, {"format"} | _COLUMN_KEYS),
     "huggingface": ({"path"}, {"name", "split"} | _COLUMN_KEYS),
-    "crossfit": ({"path"}, {"prefix", "max_candidates"}),
+    # path: the task's folder; may be left out where a top-level crossfit_dir holds a folder named after the task.
+    "crossfit": (set(), {"path", "prefix", "max_candidates"}),
 }
 _STRING_KEYS = {"path", "name", "format", "text_column", "text_pair_column", "label_column", "prefix",
                 "description", "primary_metric"}
@@ -64,8 +65,13 @@ def validate_spec(task: str, spec: Any) -> dict[str, Any]:
     return spec
 
 
-def load_task(task: str, spec: Mapping[str, Any], wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR) -> RawTask:
-    """Every labelled example of a task (or its fixed splits, for CrossFit folders)."""
+def load_task(
+    task: str,
+    spec: Mapping[str, Any],
+    wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR,
+    crossfit_dir: Path | str | None = None,
+) -> RawTask:
+    """Every labelled example of a task (or its fixed splits, for CrossFit folders under crossfit_dir)."""
     spec = validate_spec(task, spec)
     source = spec["source"]
     primary_metric = spec.get("primary_metric")
@@ -80,6 +86,6 @@ def load_task(task: str, spec: Mapping[str, Any], wheels_dir: Path | str | None 
         examples, unlabelled = load_huggingface_examples(task, spec)
         notes = {"unlabelled_rows_dropped": unlabelled} if unlabelled else {}
         return RawTask(task, tuple(examples), primary_metric=primary_metric, notes=notes)
-    splits, notes = load_crossfit_splits(task, spec)
+    splits, notes = load_crossfit_splits(task, resolve_crossfit_path(task, spec, crossfit_dir))
     given = {split: tuple(examples) for split, examples in splits.items()}
     return RawTask(task, given_splits=given, primary_metric=primary_metric, notes=notes)

@@ -1,0 +1,226 @@
+"""The report's figures, each as PNG and PDF: the transfer matrix, relative performance with its seed spread,
+and the training curves of stages 1, 2 and 3. Data preparation (tidy frames) is kept apart from drawing, so
+what a figure shows can be checked without looking at it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+from matplotlib.ticker import MaxNLocator
+
+from .files import METRICS_FILE
+from .io import atomic_path, read_json
+from .sources import read_table
+
+RESULT_FILE = "result.json"  # stage 3's; stage3.py imports torch, this module should not
+FIGURE_FORMATS = ("png", "pdf")
+SCORES = ["own_space", "subspace", "random_subspace"]
+STAGE3_STYLES = {"learned": {"linestyle": "-"}, "random": {"linestyle": "--"}}
+SCORE_LABELS = {"own_space": "own space (stage 1)", "subspace": "learned subspace", "random_subspace": "random subspace"}
+
+
+def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
+    """stem.png and stem.pdf, each written atomically; no timestamps, so reruns give the same bytes."""
+    paths = []
+    for fmt in FIGURE_FORMATS:
+        path = Path(f"{stem}.{fmt}")
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+        paths.append(path)
+    return paths
+
+
+# ---- transfer -----------------------------------------------------------------------------------------
+
+
+def transfer_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean relative performance (%) per source (rows) and target DET (columns), over tasks and seeds."""
+    dets = list(pd.unique(pd.concat([table["source_det"], table["target_det"]])))
+    matrix = table.pivot_table(index="source_det", columns="target_det", values="relative", aggfunc="mean")
+    return matrix.reindex(index=dets, columns=dets)
+
+
+def plot_transfer_matrix(transfer_csv: str | Path, stem: str | Path) -> list[Path]:
+    table = read_table(transfer_csv, ["task", "seed", "source_det", "target_det", "relative"], "transfer table")
+    matrix = transfer_matrix(table)
+    n = len(matrix)
+    fig = Figure(figsize=(1.3 * n + 2.5, 1.1 * n + 1.5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(matrix.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=max(100.0, np.nanmax(matrix.to_numpy())))
+    for (i, j), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black")
+    ax.set_xticks(range(n), matrix.columns, rotation=30, ha="right")
+    ax.set_yticks(range(n), matrix.index)
+    ax.set_xlabel("target DET (decodes the vector)")
+    ax.set_ylabel("source DET (found the vector)")
+    tasks, seeds = table["task"].nunique(), table["seed"].nunique()
+    ax.set_title(f"Transfer: % of the target's own-space score\n(mean over {tasks} task(s), {seeds} seed(s))")
+    fig.colorbar(image, ax=ax, label="relative performance (%)")
+    return save_figure(fig, stem)
+
+
+# ---- relative performance -----------------------------------------------------------------------------
+
+
+def relative_by_seed(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task role, DET and seed: the scores and the relative performance, averaged over tasks."""
+    return (table.groupby(["task_role", "det", "seed"], sort=False)[SCORES + ["relative"]].mean().reset_index())
+
+
+def relative_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task role and DET: the mean over seeds of each score, and its spread (min and max over seeds)."""
+    per_seed = relative_by_seed(table)
+    grouped = per_seed.groupby(["task_role", "det"], sort=False)[SCORES + ["relative"]]
+    mean, low, high = grouped.mean(), grouped.min(), grouped.max()
+    summary = mean.join(low.add_suffix("_min")).join(high.add_suffix("_max"))
+    return summary.join(grouped.size().rename("seeds")).reset_index()
+
+
+def plot_relative_performance(relative_csv: str | Path, stem: str | Path) -> list[Path]:
+    table = read_table(relative_csv, ["task", "task_role", "det", "seed", *SCORES, "relative"],
+                       "relative-performance table")
+    summary, per_seed = relative_summary(table), relative_by_seed(table)
+    roles = list(pd.unique(summary["task_role"]))
+    dets = list(pd.unique(summary["det"]))
+    fig = Figure(figsize=(max(5.0, 1.6 * len(dets) + 1.5) * len(roles), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(roles), sharey=True, squeeze=False)[0])
+    width = 0.8 / len(SCORES)
+    for ax, role in zip(axes, roles):
+        rows = summary[summary["task_role"] == role].set_index("det").reindex(dets)
+        seeds = per_seed[per_seed["task_role"] == role]
+        for k, score in enumerate(SCORES):
+            x = np.arange(len(dets)) + (k - (len(SCORES) - 1) / 2) * width
+            mean = rows[score].to_numpy(dtype=float)
+            spread = np.vstack([mean - rows[f"{score}_min"].to_numpy(dtype=float),
+                                rows[f"{score}_max"].to_numpy(dtype=float) - mean])
+            ax.bar(x, mean, width, yerr=spread, capsize=3, label=SCORE_LABELS[score], color=f"C{k}")
+            for i, det in enumerate(dets):  # every seed as a dot: the spread the bar's whisker summarises
+                values = seeds.loc[seeds["det"] == det, score].to_numpy(dtype=float)
+                ax.scatter(np.full(len(values), x[i]), values, s=10, color="black", zorder=3)
+        for i, det in enumerate(dets):
+            ax.annotate(f"{rows.loc[det, 'relative']:.0f}%", (i, rows.loc[det, "subspace_max"]),
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+        ax.set_xticks(range(len(dets)), dets)
+        n_tasks = table.loc[table["task_role"] == role, "task"].nunique()
+        ax.set_title(f"{role} tasks ({n_tasks}); label: subspace / own space")
+        ax.set_ylim(0, 1.15 * max(1e-9, np.nanmax(summary[[f"{s}_max" for s in SCORES]].to_numpy(dtype=float))))
+    axes[0].set_ylabel("test score (primary metric), mean over tasks")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle("Subspace optimization vs. tuning in the DET's own space (bars: mean over seeds; whiskers: min-max)")
+    return save_figure(fig, stem)
+
+
+# ---- training curves ----------------------------------------------------------------------------------
+
+
+def stage1_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """One row per stage-1 run and evaluation (step 0: the init): task, det, seed, step, train_loss, dev."""
+    rows = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / METRICS_FILE
+        m = read_json(path, what="stage-1 metrics")
+        key = f"dev_{m['primary_metric']}"
+        if "init_dev" in m:  # the dev score at the DET's init: where training started
+            rows.append({"task": m["task"], "det": m["det"], "seed": m["seed"], "step": 0, "train_loss": np.nan,
+                         "dev": m["init_dev"]})
+        for entry in m.get("history") or []:
+            if key not in entry:
+                raise ValueError(f"stage-1 metrics {path}: a history entry lacks {key!r}; rerun that train_det job")
+            rows.append({"task": m["task"], "det": m["det"], "seed": m["seed"], "step": entry["step"],
+                         "train_loss": entry["train_loss"], "dev": entry[key]})
+    return pd.DataFrame(rows, columns=["task", "det", "seed", "step", "train_loss", "dev"])
+
+
+def stage2_curves(metrics_json: str | Path) -> pd.DataFrame:
+    """Stage 2's evaluations: step, reconstruction, task_loss, dev_mixed."""
+    history = read_json(metrics_json, what="stage-2 metrics").get("history") or []
+    return pd.DataFrame(history, columns=["step", "reconstruction", "task_loss", "dev_mixed"])
+
+
+def stage3_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """One row per stage-3 evaluation, in the learned and in the random subspace, for every lr of the grid."""
+    rows = []
+    for run_dir in run_dirs:
+        r = read_json(Path(run_dir) / RESULT_FILE, what="stage-3 result")
+        for space, key in (("learned", "history"), ("random", "random_history")):
+            for entry in r.get(key) or []:
+                rows.append({"task": r["task"], "det": r["det"], "seed": r["seed"], "subspace": space,
+                             "lr": entry["lr"], "step": entry["step"], "train_loss": entry["train_loss"],
+                             "dev": entry["dev"]})
+    return pd.DataFrame(rows, columns=["task", "det", "seed", "subspace", "lr", "step", "train_loss", "dev"])
+
+
+def _curve_grid(curves: pd.DataFrame, title: str, line_groups: list[str], styles=None, style_legend=()) -> Figure:
+    """Columns: DETs; rows: train loss and dev metric; one colour per task, one line per `line_groups`."""
+    dets = list(pd.unique(curves["det"]))
+    tasks = list(pd.unique(curves["task"]))
+    colours = {task: f"C{i % 10}" for i, task in enumerate(tasks)}
+    fig = Figure(figsize=(3.2 * len(dets) + 1, 5.6), layout="constrained")
+    axes = fig.subplots(2, len(dets), sharex=True, sharey="row", squeeze=False)  # DETs compare at a glance
+    for col, det in enumerate(dets):
+        for keys, group in curves[curves["det"] == det].groupby(["task", *line_groups], sort=False):
+            task = keys[0]
+            style = styles(dict(zip(line_groups, keys[1:]))) if styles else {}
+            for row, metric in enumerate(["train_loss", "dev"]):
+                axes[row, col].plot(group["step"], group[metric], color=colours[task], marker=".", alpha=0.8, **style)
+        axes[0, col].set_title(det)
+        axes[1, col].set_xlabel("step")
+        axes[1, col].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes[0, 0].set_ylabel("train loss")
+    axes[1, 0].set_ylabel("dev (primary metric)")
+    handles = [axes[0, 0].plot([], [], color=c)[0] for c in colours.values()]
+    handles += [axes[0, 0].plot([], [], color="grey", **style)[0] for _, style in style_legend]
+    fig.legend(handles, tasks + [label for label, _ in style_legend], loc="outside right upper", fontsize=8,
+               title="task")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_stage1_curves(run_dirs: list[str | Path], stem: str | Path) -> list[Path]:
+    curves = stage1_curves(run_dirs)
+    if curves.empty:
+        raise ValueError(f"no stage-1 history in {len(run_dirs)} metrics file(s); rerun train_det")
+    seeds = curves["seed"].nunique()
+    fig = _curve_grid(curves, f"Stage 1: each DET tuned in its own space ({seeds} seed(s) per task)", ["seed"])
+    return save_figure(fig, stem)
+
+
+def plot_stage2_curves(metrics_json: str | Path, stem: str | Path) -> list[Path]:
+    curves = stage2_curves(metrics_json)
+    if curves.empty:
+        raise ValueError(f"stage-2 metrics {metrics_json} hold no history; rerun decompose")
+    labels = {"reconstruction": "reconstruction distance\n(sum over DETs)", "task_loss": "task loss at the mixed point\n(sum over DETs)",
+              "dev_mixed": "dev at a random mixing point\n(mean over DETs)"}
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    for ax, (column, label) in zip(fig.subplots(1, 3), labels.items()):
+        ax.plot(curves["step"], curves[column], marker=".")
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_title(label, fontsize=9)
+    fig.suptitle("Stage 2: learning the shared subspace")
+    return save_figure(fig, stem)
+
+
+def plot_stage3_curves(run_dirs: list[str | Path], stem: str | Path) -> list[Path]:
+    curves = stage3_curves(run_dirs)
+    if curves.empty:
+        raise ValueError(f"no stage-3 history in {len(run_dirs)} result file(s); rerun subspace_train")
+    fig = _curve_grid(curves, "Stage 3: intrinsic vector trained in the learned (solid) and a random (dashed) subspace",
+                      ["seed", "subspace", "lr"],
+                      styles=lambda k: STAGE3_STYLES[k["subspace"]],
+                      style_legend=[(f"{space} subspace", style) for space, style in STAGE3_STYLES.items()])
+    return save_figure(fig, stem)
+
+
+def make_figures(transfer_csv, relative_csv, stage1_runs, stage2_metrics, stage3_runs, out_dir) -> list[Path]:
+    """Every figure of the report under out_dir, as <name>.png and <name>.pdf."""
+    out_dir = Path(out_dir)
+    return [*plot_transfer_matrix(transfer_csv, out_dir / "transfer_matrix"),
+            *plot_relative_performance(relative_csv, out_dir / "relative_performance"),
+            *plot_stage1_curves(stage1_runs, out_dir / "curves_stage1"),
+            *plot_stage2_curves(stage2_metrics, out_dir / "curves_stage2"),
+            *plot_stage3_curves(stage3_runs, out_dir / "curves_stage3")]

@@ -1,0 +1,145 @@
+"""results/summary.md: the headline tables in one page; every row names the files its numbers come from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_path
+from .sources import compact_paths, read_table
+
+
+def _score(values: pd.Series) -> str:
+    """Mean, with the spread over seeds when there are several."""
+    if len(values) > 1:
+        return f"{values.mean():.3f} ± {values.std():.3f}"
+    return f"{values.mean():.3f}"
+
+
+def _markdown(frame: pd.DataFrame, digits: int = 1) -> str:
+    """Numbers as given or with `digits` decimals: tabulate would otherwise reformat numeric text too."""
+    frame = frame.copy()
+    for column in frame.columns[frame.dtypes == float]:
+        frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+    if "source" in frame:
+        frame["source"] = frame["source"].map(lambda s: f"`{s}`" if s else s)
+    return frame.to_markdown(index=False, disable_numparse=True)
+
+
+def stage1_section(stage1_csv: str | Path) -> tuple[str, pd.DataFrame]:
+    table = read_table(stage1_csv, ["task", "det", "seed", "test", "majority", "source"], "stage-1 table")
+    dets = list(pd.unique(table["det"]))
+    rows = []
+    for task, group in table.groupby("task", sort=False):
+        row = {"task": task, "majority": f"{group['majority'].iloc[0]:.3f}"}
+        row.update({det: _score(group.loc[group["det"] == det, "test"]) if (group["det"] == det).any() else ""
+                    for det in dets})
+        rows.append({**row, "source": compact_paths(group["source"])})
+    # The per-DET mean: first over seeds within a task, so every task weighs the same.
+    per_task = table.groupby(["det", "task"], sort=False)["test"].mean()
+    rows.append({"task": "mean over tasks", "majority": f"{table.groupby('task')['majority'].first().mean():.3f}",
+                 **{det: f"{per_task[det].mean():.3f}" for det in dets}, "source": str(stage1_csv)})
+    frame = pd.DataFrame(rows, columns=["task", "majority", *dets, "source"])
+    seeds = table["seed"].nunique()
+    text = ("## Original space: each DET tuned alone (stage 1)\n\n"
+            f"Test score (each task's primary metric) at the best dev checkpoint, per task and DET"
+            f"{'; mean ± standard deviation over ' + str(seeds) + ' seeds' if seeds > 1 else ''}. "
+            "`majority`: always answering the most common training label.\n\n" + _markdown(frame))
+    return text, frame
+
+
+def relative_section(relative_csv: str | Path, stage1_csv: str | Path) -> tuple[str, pd.DataFrame]:
+    table = read_table(relative_csv, ["task", "task_role", "det", "seed", "own_space", "subspace", "random_subspace",
+                                      "relative", "random_relative", "source"], "relative-performance table")
+    stage1 = read_table(stage1_csv, ["task", "det", "seed", "source"], "stage-1 table")
+    table = table.merge(stage1[["task", "det", "seed", "source"]].rename(columns={"source": "stage1_source"}),
+                        on=["task", "det", "seed"], how="left")
+    rows = []
+    for (role, det), group in table.groupby(["task_role", "det"], sort=False):
+        # Mean over tasks per seed first, so the seed spread is that of the headline number itself.
+        per_seed = group.groupby("seed")[["own_space", "subspace", "random_subspace", "relative", "random_relative"]].mean()
+        sources = compact_paths(group["source"])
+        if group["stage1_source"].notna().all():
+            sources += "; " + compact_paths(group["stage1_source"])
+        rows.append({"task_role": role, "det": det, "tasks": group["task"].nunique(), "seeds": len(per_seed),
+                     "own_space": _score(per_seed["own_space"]), "subspace": _score(per_seed["subspace"]),
+                     "random_subspace": _score(per_seed["random_subspace"]),
+                     "relative (%)": _percent(per_seed["relative"]),
+                     "random relative (%)": _percent(per_seed["random_relative"]), "source": sources})
+    frame = pd.DataFrame(rows)
+    text = ("## Subspace: relative performance of subspace optimization (stage 3)\n\n"
+            "Test score of an intrinsic vector trained in the learned subspace, in an untrained random subspace "
+            "of the same shape and scale, and of the DET tuned in its own space; relative = subspace / own "
+            "space x 100, averaged over tasks (± standard deviation over seeds). Sources: the stage-3 results, "
+            "then the stage-1 metrics of the own-space scores.\n\n" + _markdown(frame))
+    return text, frame
+
+
+def _percent(values: pd.Series) -> str:
+    if len(values) > 1:
+        return f"{values.mean():.1f} ± {values.std():.1f}"
+    return f"{values.mean():.1f}"
+
+
+def transfer_section(transfer_csv: str | Path, transfer_runs: list[str | Path]) -> tuple[str, pd.DataFrame]:
+    table = read_table(transfer_csv, ["task", "seed", "source_det", "target_det", "relative"], "transfer table")
+    # Which per-task file holds each (task, seed): the rows name the files that computed their scores.
+    run_of = {}
+    for path in transfer_runs:
+        run = read_table(path, ["task", "seed"], "transfer result")
+        run_of.update({(task, int(seed)): str(path) for task, seed in run[["task", "seed"]].drop_duplicates().values})
+    unknown = sorted({(t, int(s)) for t, s in table[["task", "seed"]].values} - set(run_of))
+    if unknown:
+        raise ValueError(f"{transfer_csv} has rows of (task, seed) {unknown} that no given transfer result holds; "
+                         "rerun the subspace_tables rule")
+    dets = list(pd.unique(pd.concat([table["source_det"], table["target_det"]])))
+    matrix = table.pivot_table(index="source_det", columns="target_det", values="relative", aggfunc="mean")
+    matrix = matrix.reindex(index=dets, columns=dets).round(1)
+    frame = matrix.rename_axis(columns=None).reset_index().rename(columns={"source_det": "source \\ target"})
+    frame["source"] = [compact_paths(run_of[(t, int(s))] for t, s in table.loc[table["source_det"] == det,
+                                                                              ["task", "seed"]].values)
+                       for det in dets]
+    off = table[table["source_det"] != table["target_det"]]
+    mean = f" Mean over the off-diagonal pairs: {off['relative'].mean():.1f}%." if not off.empty else ""
+    text = ("## Transfer: one DET's intrinsic vector decoded through another\n\n"
+            "Relative performance (%) of the target DET (columns) at the intrinsic vector found through the "
+            "source DET (rows), over the target's own-space score; the diagonal is subspace optimization "
+            f"itself. Mean over {table['task'].nunique()} task(s) and {table['seed'].nunique()} seed(s).{mean}"
+            "\n\n" + _markdown(frame))
+    return text, frame
+
+
+def landscape_section(landscape_csv: str | Path) -> tuple[str, pd.DataFrame]:
+    table = read_table(landscape_csv, [], "landscape area table")
+    if "source" not in table:
+        table["source"] = str(landscape_csv)
+    text = ("## Landscape: where every DET does well\n\n"
+            "Area of the region of the DETs' plane in the subspace where every DET reaches the configured "
+            "fraction of its own-space score.\n\n" + _markdown(table, digits=3))
+    return text, table
+
+
+def resources_section(resources_csv: str | Path) -> tuple[str, pd.DataFrame]:
+    table = read_table(resources_csv, ["stage", "rule", "jobs", "wall_s", "peak_rss_mb", "source"], "resource table")
+    text = ("## Compute: wall time and peak memory per stage\n\n"
+            "Summed over each stage's jobs from Snakemake's benchmark records (parallel jobs overlap); peak "
+            f"memory is that of the largest job. Total wall time of the benchmarked jobs: "
+            f"{table['wall_s'].sum():.0f} s.\n\n" + _markdown(table))
+    return text, table
+
+
+def write_summary(out: str | Path, stage1_csv, relative_csv, transfer_csv, transfer_runs, resources_csv=None,
+                  landscape_csv=None) -> str:
+    """The summary page; the landscape and resource sections only where those tables are given."""
+    sections = [stage1_section(stage1_csv)[0], relative_section(relative_csv, stage1_csv)[0],
+                transfer_section(transfer_csv, transfer_runs)[0]]
+    if landscape_csv is not None:
+        sections.append(landscape_section(landscape_csv)[0])
+    if resources_csv is not None:
+        sections.append(resources_section(resources_csv)[0])
+    text = ("# deltaspace: summary of the results\n\n"
+            "Generated from the tables under `results/tables`; the `source` column of every row names the files "
+            "behind its numbers (`{a,b}` stands for each of a and b).\n\n" + "\n\n".join(sections) + "\n")
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    return text
