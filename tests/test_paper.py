@@ -176,7 +176,8 @@ def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, 
     config = two_task_paper_config(tiny_model_dirs["seq2seq"], train_task, unseen_task)
     derived = workdir / "paper_two_tasks.yaml"
     derived.write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(derived),
+    # Through the tables only: the figures, landscape and exports are the same code for any preset.
+    result = snakemake(workdir, "--cores", "2", "--until", "subspace_tables", "--configfile", str(derived),
                        "--config", f"crossfit_dir={paper_crossfit_dir}", timeout=900)
     assert result.returncode == 0, result.stdout[-5000:]
 

@@ -316,7 +316,7 @@ class Marks:
                         bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "linewidth": 0})
         if len(self.points) == 3:
             xs, ys = zip(*self.points.values())
-            ax.plot([*xs, xs[0]], [*ys, ys[0]], color="white", linewidth=0.8, linestyle=":", zorder=3)
+            ax.plot([*xs, xs[0]], [*ys, ys[0]], color="black", alpha=0.6, linewidth=0.8, linestyle=":", zorder=3)
         if self.stage3:
             xs, ys = zip(*self.stage3.values())
             ax.scatter(xs, ys, s=90, marker="*", color="black", zorder=5, label="stage-3 solutions (I*)")
