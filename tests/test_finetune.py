@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from test_dets import EXAMPLES
-from test_stage1 import write_task
+from test_stage1 import train_tiny_stage1
 from tiny_models import TINY_KINDS
 
 from conftest import REPO, load_config
@@ -19,14 +19,12 @@ from deltaspace.backbones import load_backbone
 from deltaspace.dets import DetConfigError, build_delta_model
 from deltaspace.io import load_tensors, tensor_digest
 from deltaspace.projections import Fastfood, hadamard_matrix, walsh_hadamard
-from deltaspace.stage1 import train_det
 from deltaspace.stage2 import DENSE_MAX_NUMBERS, decompose, load_subspace, save_subspace
 from deltaspace.stage3 import random_up_projection, subspace_train
 from deltaspace.subspace import (Subspace, UpProjection, init_from_joint_svd, structured_dets,
                                  wide_least_squares)
 from deltaspace.tasks import Example
 from deltaspace.transfer import transfer
-from deltaspace.vectors import collect_vectors
 
 # Two-token answers: with one-token answers T5's decoder self-attention has a single position, so its q and k
 # would get no gradient and "all" could not be checked tensor by tensor.
@@ -246,18 +244,7 @@ DETS = {"finetune": {"method": "finetune", "lr": 1e-3}, "lora": {"method": "lora
 
 def test_stages_with_a_finetune_det_on_a_tiny_model(tiny_model_dirs, tmp_path):
     model_dir = str(tiny_model_dirs["encoder"])
-    data_dirs, runs = {}, {d: [] for d in DETS}
-    for task in ("a", "b"):
-        data_dirs[task] = write_task(tmp_path / "data" / task)
-        for det, det_spec in DETS.items():
-            spec = {"backbone": {"name_or_path": model_dir}, "det": det_spec, "init_seed": 42, "precision": "fp32",
-                    "device": "cpu", "training": {"optimizer": "adafactor", "lr": 1e-2, "steps": 2, "batch_size": 4,
-                                                  "eval_every": 2, "eval_batch_size": 8}}
-            train_det(task, det, 42, spec, data_dirs[task], tmp_path / "s1" / task / det, tmp_path / "ck" / task / det,
-                      log=lambda m: None)
-            runs[det].append(tmp_path / "s1" / task / det)
-    for det in DETS:
-        collect_vectors(det, runs[det], tmp_path / "vectors")
+    data_dirs, runs = train_tiny_stage1(model_dir, DETS, tmp_path, steps=2)
     vectors, meta = load_tensors(tmp_path / "vectors" / "finetune.safetensors")
     pretrained = torch.cat([p.reshape(-1) for n, p in load_backbone({"name_or_path": model_dir}).model.named_parameters()
                             if not n.startswith("pooler.")])

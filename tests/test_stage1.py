@@ -37,6 +37,26 @@ def write_task(folder, n=(24, 8, 8)):
     return folder
 
 
+def train_tiny_stage1(model_dir, dets: dict, root, steps: int, tasks=("a", "b")):
+    """Stage 1 of every DET on small toy tasks, vectors collected; returns (data_dirs, {det: run folders})."""
+    from deltaspace.vectors import collect_vectors
+
+    data_dirs, runs = {}, {d: [] for d in dets}
+    for task in tasks:
+        data_dirs[task] = write_task(root / "data" / task)
+        for det, det_spec in dets.items():
+            spec = {"backbone": {"name_or_path": str(model_dir)}, "det": det_spec, "init_seed": 42,
+                    "precision": "fp32", "device": "cpu",
+                    "training": {"optimizer": "adafactor", "lr": 1e-2, "steps": steps, "batch_size": 4,
+                                 "eval_every": 2, "eval_batch_size": 8}}
+            train_det(task, det, 42, spec, data_dirs[task], root / "stage1" / task / det, root / "ck" / task / det,
+                      log=lambda m: None)
+            runs[det].append(root / "stage1" / task / det)
+    for det in dets:
+        collect_vectors(det, runs[det], root / "vectors")
+    return data_dirs, runs
+
+
 def spec_for(model_dir, method="lora", steps=6):
     det = {"lora": {"method": "lora", "rank": 2, "alpha": 4}, "prompt": {"method": "prompt", "length": 2}}[method]
     return {"backbone": {"name_or_path": str(model_dir)}, "det": det, "init_seed": 42, "precision": "fp32",

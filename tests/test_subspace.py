@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_stage1 import write_task
+from test_stage1 import train_tiny_stage1
 from test_dets import EXAMPLES
 
 import pandas as pd
@@ -12,14 +12,12 @@ import pandas as pd
 from deltaspace.backbones import load_backbone
 from deltaspace.dets import build_delta_model
 from deltaspace.evaluate import evaluate, prepare_batches
-from deltaspace.stage1 import train_det
 from deltaspace.stage2 import decompose, load_subspace
 from deltaspace.stage3 import subspace_train
 from deltaspace.subspace import Subspace, init_from_joint_svd, simplex_weights
 from deltaspace.tables import relative_performance_table, stage1_table, transfer_table
 from deltaspace.tasks import read_split
 from deltaspace.transfer import transfer
-from deltaspace.vectors import collect_vectors
 
 
 @pytest.mark.parametrize("scheme", ["paper", "dirichlet"])
@@ -90,18 +88,7 @@ def tiny_stage2(tiny_model_dirs, tmp_path_factory):
     """Stage 1 and 2 of two DETs on two toy tasks with a tiny encoder; returns (root, spec, data_dirs, metrics)."""
     root = tmp_path_factory.mktemp("stage2")
     model_dir = str(tiny_model_dirs["encoder"])
-    data_dirs, runs = {}, {d: [] for d in TINY_DETS}
-    for task in ("a", "b"):
-        data_dirs[task] = write_task(root / "data" / task)
-        for det, det_spec in TINY_DETS.items():
-            spec = {"backbone": {"name_or_path": model_dir}, "det": det_spec, "init_seed": 42, "precision": "fp32",
-                    "device": "cpu", "training": {"optimizer": "adafactor", "lr": 1e-2, "steps": 4, "batch_size": 4,
-                                                  "eval_every": 2, "eval_batch_size": 8}}
-            train_det(task, det, 42, spec, data_dirs[task], root / "stage1" / task / det, root / "ck" / task / det,
-                      log=lambda m: None)
-            runs[det].append(root / "stage1" / task / det)
-    for det in TINY_DETS:
-        collect_vectors(det, runs[det], root / "vectors")
+    data_dirs, runs = train_tiny_stage1(model_dir, TINY_DETS, root, steps=4)
     stage1_table([r for rs in runs.values() for r in rs], root / "stage1.csv")
     spec = {"backbone": {"name_or_path": model_dir}, "dets": TINY_DETS, "init_seed": 42, "precision": "fp32",
             "device": "cpu", "seed": 0,
