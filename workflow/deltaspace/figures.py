@@ -14,7 +14,7 @@ from .files import METRICS_FILE
 from .io import atomic_path, read_json
 from .sources import read_table
 
-RESULT_FILE = "result.json"  # stage 3's; stage3.py imports torch, this module should not
+from .files import RESULT_FILE  # stage 3's, without importing stage3 (torch)
 FIGURE_FORMATS = ("png", "pdf")
 SCORES = ["own_space", "subspace", "random_subspace"]
 STAGE3_STYLES = {"learned": {"linestyle": "-"}, "random": {"linestyle": "--"}}

@@ -2,3 +2,4 @@
 DELTA_FILE = "delta.safetensors"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "last.pt"
+RESULT_FILE = "result.json"  # stage 3

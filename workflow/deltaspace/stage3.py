@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from .backbones import load_backbone
 from .dets import build_delta_model
 from .evaluate import evaluate, prepare_batches
+from .files import RESULT_FILE
 from .hardware import autocast, job_setup
 from .io import save_tensors, tensor_digest, write_json
 from .optim import make_optimizer
@@ -19,7 +20,6 @@ from .stage1 import batch_order, load_task_splits
 from .stage2 import check_inits, load_subspace
 from .subspace import UpProjection
 
-RESULT_FILE = "result.json"
 VECTOR_FILE = "intrinsic.safetensors"
 
 
