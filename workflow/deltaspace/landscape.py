@@ -218,7 +218,7 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
         f"dev examples={len(dev)} device={device} precision={precision} points from {source}")
 
     models = load_det_models(spec, device)
-    check_inits(models, {d: tensor_digest(v) for d, v in inits.items()}, subspace_path)
+    check_inits(models, {d: tensor_digest(vector) for d, vector in inits.items()}, subspace_path)
     frames, own = [], {}
     for det, model in models.items():
         det_started = time.perf_counter()
@@ -251,7 +251,7 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
     with atomic_path(out_dir / AREA_FILE) as tmp:
         pd.DataFrame([area], columns=AREA_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
 
-    stage3 = {d: p.double() for d, p in stage3_points({d: Path(p) for d, p in stage3_dirs.items()}).items()}
+    stage3 = stage3_points({d: Path(p) for d, p in stage3_dirs.items()})
     marks = Marks.of(plane, anchors, stage3)
     for det in dets:
         plot_heatmap(grid[grid["det"] == det], plane, marks, det, settings["fraction"], out_dir / f"heatmap_{det}")
