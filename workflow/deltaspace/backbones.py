@@ -112,6 +112,11 @@ class Backbone(nn.Module):
     def format_input(self, example: Example, task: str = "") -> str:
         return self.input_template.format(input=example.input, task=task)
 
+    def input_lengths(self, examples: list[Example], task: str = "") -> list[int]:
+        """Tokens of each formatted input after truncation: what batching by length sorts on."""
+        texts = [self.format_input(e, task) for e in examples]
+        return [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]]
+
     def prepare(self, examples: list[Example], task: str = "") -> ScoringBatch:
         n_cand = max(len(e.candidates) for e in examples)
         mask = torch.zeros(len(examples), n_cand, dtype=torch.bool)

@@ -11,8 +11,14 @@ from .tasks import Example, score_all
 
 def prepare_batches(backbone: Backbone, examples: list[Example], batch_size: int, task: str,
                     device: torch.device) -> list[ScoringBatch]:
-    return [backbone.prepare(examples[i: i + batch_size], task).to(device)
-            for i in range(0, len(examples), batch_size)]
+    """Batches of up to `batch_size` examples of similar input length, shortest first.
+
+    In file order a split of real sentences pads to 1.6-1.8x its tokens; sorted, almost nothing is padded.
+    The metrics pair each prediction with its own gold label, so they do not depend on the order."""
+    lengths = backbone.input_lengths(examples, task)
+    order = sorted(range(len(examples)), key=lambda i: lengths[i])
+    return [backbone.prepare([examples[i] for i in order[k: k + batch_size]], task).to(device)
+            for k in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()

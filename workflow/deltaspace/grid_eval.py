@@ -1,8 +1,8 @@
 """Scoring many vectors of one DET on one dev set: the landscape grid (or any batch of subspace points).
 
 Two ways, same scores:
-- `reference_scores`: one vector at a time, fp32, the plain functional forward on the examples in file order
-  (what evaluate.py does for a single vector). Kept as the yardstick.
+- `reference_scores`: one vector at a time, fp32, the plain functional forward on the examples in file order.
+  Kept as the yardstick.
 - `stacked_scores` (shipped): the examples are tokenised once, sorted by length and cut into batches of
   (nearly) equal length (`tokenise_by_length`), so almost no padding is computed (a dev set of real sentences
   pads 1.6-1.8x in file order); then several vectors go through each forward pass at once (torch.func.vmap
@@ -62,7 +62,7 @@ class DevSet:
 
 
 def tokenise(backbone: Backbone, examples: list[Example], task: str, device, batch_size: int) -> DevSet:
-    """Batches of `batch_size` examples in the given order (the reference's, as evaluate.prepare_batches)."""
+    """Batches of `batch_size` examples in the given order (the reference's)."""
     groups = [list(range(k, min(k + batch_size, len(examples)))) for k in range(0, len(examples), batch_size)]
     return _devset(backbone, examples, task, device, groups)
 
@@ -72,8 +72,7 @@ def tokenise_by_length(backbone: Backbone, examples: list[Example], task: str, d
     (padding included) than starting a new batch; a new batch costs its answers or targets again."""
     if not examples:
         raise ValueError(f"task {task!r}: no dev examples to evaluate on")
-    lengths = [len(ids) for ids in backbone.tokenizer([backbone.format_input(e, task) for e in examples],
-                                                      truncation=True, max_length=backbone.max_input_tokens)["input_ids"]]
+    lengths = backbone.input_lengths(examples, task)
     order = sorted(range(len(examples)), key=lambda i: lengths[i])
 
     def cost(group: list[int]) -> int:
