@@ -18,7 +18,6 @@ the grid's area in the subspace's own (Euclidean) units.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -332,14 +331,20 @@ def _mesh(frame: pd.DataFrame, plane: Plane, column: str) -> tuple[np.ndarray, n
     return x.reshape(n, -1), y.reshape(n, -1), frame[column].to_numpy(dtype=float).reshape(n, -1)
 
 
-def plot_heatmap(frame: pd.DataFrame, plane: Plane, marks: Marks, det: str, fraction: float, stem) -> list[Path]:
+def plane_figure(x: np.ndarray, y: np.ndarray, width: float):
+    """A figure whose height follows the grid's aspect (the plot keeps equal axes), so a colorbar fits the plot."""
     from matplotlib.figure import Figure
 
+    aspect = (np.nanmax(y) - np.nanmin(y)) / max(np.nanmax(x) - np.nanmin(x), 1e-12)
+    return Figure(figsize=(width, float(np.clip(4.2 * aspect, 2.2, 6.0)) + 1.4), layout="constrained")
+
+
+def plot_heatmap(frame: pd.DataFrame, plane: Plane, marks: Marks, det: str, fraction: float, stem) -> list[Path]:
     from .figures import save_figure
 
     x, y, score = _mesh(frame, plane, "score")
     own = float(frame["own_space"].iloc[0])
-    fig = Figure(figsize=(5.6, 4.6), layout="constrained")
+    fig = plane_figure(x, y, width=5.6)
     ax = fig.subplots()
     image = ax.pcolormesh(x, y, score, shading="nearest", cmap="viridis", vmin=0.0, vmax=1.0)
     if np.nanmin(score) < fraction * own < np.nanmax(score):  # the DET's own threshold, where the grid crosses it
@@ -356,13 +361,12 @@ def plot_heatmap(frame: pd.DataFrame, plane: Plane, marks: Marks, det: str, frac
 
 def plot_region(inside: pd.DataFrame, plane: Plane, marks: Marks, area: dict, stem) -> list[Path]:
     from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     from .figures import save_figure
 
     x, y, region = _mesh(inside.assign(inside=inside["inside"].astype(float)), plane, "inside")
-    fig = Figure(figsize=(5.2, 4.6), layout="constrained")
+    fig = plane_figure(x, y, width=5.2)
     ax = fig.subplots()
     colors = ["#d9d9d9", "#2a9d8f"]
     ax.pcolormesh(x, y, region, shading="nearest", cmap=ListedColormap(colors), vmin=0, vmax=1)
