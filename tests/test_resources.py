@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from conftest import load_config, planned_jobs, snakemake
+from conftest import REPO, load_config, planned_jobs, snakemake
 
 # Rules that run the backbone (train or evaluate): they declare `gpu`; every other rule must not.
 GPU_RULES = {"train_det", "decompose", "subspace_train", "transfer", "landscape"}
@@ -80,3 +80,16 @@ def test_a_changed_config_value_reaches_the_jobs(workdir):
     for rule, (mem_mb, runtime, _) in seen.items():
         want = expected(rule, changed)
         assert (mem_mb, runtime) == (want["mem_mb"], want["runtime"]), rule
+
+
+def test_gpu_yaml_layered_on_a_config_gives_each_model_rule_one_gpu_and_keeps_its_other_resources(workdir):
+    """README, "Workstation GPUs": --configfile <config> config/gpu.yaml merges key by key."""
+    gpu_layer = load_config("gpu.yaml")["resources"]
+    assert set(gpu_layer) == GPU_RULES
+    jobs = dry_run(workdir, str(REPO / "config" / "gpu.yaml"))  # a second file after dry_run's --configfile
+    layered = {**RESOURCES, **{rule: {**RESOURCES.get(rule, {}), "gpu": 1} for rule in GPU_RULES}}
+    for rule, threads, resources in jobs:
+        want = expected(rule, layered)
+        assert (threads, int(resources["mem_mb"]), int(resources["runtime"])) == \
+            (want["threads"], want["mem_mb"], want["runtime"]), (rule, resources)
+        assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, resources)
