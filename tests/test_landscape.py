@@ -162,6 +162,22 @@ def test_length_batches_cover_every_example_once_and_pad_less_than_file_order(ti
         tokenise_by_length(backbone, [], "t", CPU)
 
 
+def test_evaluation_batches_sort_by_length_and_score_like_file_order(tiny_model_dirs):
+    """Every single-vector evaluation (stages 1-3, transfer) batches by length: less padding, the same metrics."""
+    model = build_delta_model(load_backbone({"name_or_path": str(tiny_model_dirs["encoder"])}), TINY_SPECS["lora"], 3)
+    sorted_batches = prepare_batches(model.backbone, VARIED, 4, "t", CPU)
+    file_order = [model.backbone.prepare(VARIED[k: k + 4], "t") for k in range(0, len(VARIED), 4)]
+    assert [len(b.labels) for b in sorted_batches] == [4, 4, 3]
+    lengths = [int(b.tensors["attention_mask"].sum(1).max()) for b in sorted_batches]
+    assert lengths == sorted(lengths)
+    assert sum(map(tokens_per_point, sorted_batches)) < sum(map(tokens_per_point, file_order))
+    assert sorted(sum((b.labels.tolist() for b in sorted_batches), [])) == sorted(e.label for e in VARIED)
+    for scale in (0.0, 0.5, 2.0):  # several vectors, so the predictions vary
+        vector = model.vector() + scale * torch.randn(model.num_parameters, generator=torch.Generator().manual_seed(1))
+        score = lambda batch: model.functional_scores(vector, batch)  # noqa: E731
+        assert evaluate(score, sorted_batches) == pytest.approx(evaluate(score, file_order), abs=1e-12)
+
+
 def test_vectors_are_decoded_lazily_in_chunks(tiny_model_dirs):
     """The grid decodes init + Up(points) chunk by chunk (fine-tuning's vectors are the backbone's size)."""
     model = build_delta_model(load_backbone({"name_or_path": str(tiny_model_dirs["encoder"])}), TINY_SPECS["prompt"], 3)
