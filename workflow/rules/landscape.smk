@@ -51,6 +51,8 @@ rule landscape:
         f"{LOGS_DIR}/landscape/{{task}}/seed{{seed}}.log",
     benchmark:
         BENCHMARKS["landscape"]
+    # Ready once its task's stage 3 is done: it goes before the other tasks' stage-3 jobs, so no core idles at the end.
+    priority: 1
     threads: rule_resource("landscape", "threads")
     resources:
         mem_mb=rule_resource("landscape", "mem_mb"),
