@@ -112,10 +112,11 @@ class Backbone(nn.Module):
     def format_input(self, example: Example, task: str = "") -> str:
         return self.input_template.format(input=example.input, task=task)
 
-    def input_lengths(self, examples: list[Example], task: str = "") -> list[int]:
-        """Tokens of each formatted input after truncation: what batching by length sorts on."""
+    def order_by_input_length(self, examples: list[Example], task: str = "") -> list[int]:
+        """Indices of the examples, shortest formatted input first (tokens after truncation; ties keep order)."""
         texts = [self.format_input(e, task) for e in examples]
-        return [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]]
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]]
+        return sorted(range(len(examples)), key=lambda i: lengths[i])
 
     def prepare(self, examples: list[Example], task: str = "") -> ScoringBatch:
         n_cand = max(len(e.candidates) for e in examples)

@@ -15,8 +15,7 @@ def prepare_batches(backbone: Backbone, examples: list[Example], batch_size: int
 
     In file order a split of real sentences pads to 1.6-1.8x its tokens; sorted, almost nothing is padded.
     The metrics pair each prediction with its own gold label, so they do not depend on the order."""
-    lengths = backbone.input_lengths(examples, task)
-    order = sorted(range(len(examples)), key=lambda i: lengths[i])
+    order = backbone.order_by_input_length(examples, task)
     return [backbone.prepare([examples[i] for i in order[k: k + batch_size]], task).to(device)
             for k in range(0, len(order), batch_size)]
 

@@ -10,11 +10,10 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 from matplotlib.ticker import MaxNLocator
 
-from .files import METRICS_FILE
+from .files import METRICS_FILE, RESULT_FILE  # RESULT_FILE: stage 3's, without importing stage3 (torch)
 from .io import atomic_path, read_json
 from .sources import read_table
 
-from .files import RESULT_FILE  # stage 3's, without importing stage3 (torch)
 FIGURE_FORMATS = ("png", "pdf")
 SCORES = ["own_space", "subspace", "random_subspace"]
 STAGE3_STYLES = {"learned": {"linestyle": "-"}, "random": {"linestyle": "--"}}

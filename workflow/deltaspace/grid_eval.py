@@ -72,8 +72,7 @@ def tokenise_by_length(backbone: Backbone, examples: list[Example], task: str, d
     (padding included) than starting a new batch; a new batch costs its answers or targets again."""
     if not examples:
         raise ValueError(f"task {task!r}: no dev examples to evaluate on")
-    lengths = backbone.input_lengths(examples, task)
-    order = sorted(range(len(examples)), key=lambda i: lengths[i])
+    order = backbone.order_by_input_length(examples, task)
 
     def cost(group: list[int]) -> int:
         return tokens_per_point(backbone.prepare([examples[i] for i in group], task))
