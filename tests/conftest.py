@@ -67,3 +67,28 @@ def paper_crossfit_dir(tmp_path_factory) -> Path:
 
     tasks = {task for name in PAPER_PRESETS for task in load_config(name)["tasks"]}
     return write_crossfit_data(tmp_path_factory.mktemp("crossfit"), sorted(tasks))
+
+
+TINY_DETS = {"lora": {"method": "lora", "rank": 2, "alpha": 4}, "prompt": {"method": "prompt", "length": 2}}
+
+
+@pytest.fixture(scope="session")
+def tiny_stage1(tiny_model_dirs, tmp_path_factory):
+    """Stage 1 of two DETs on two toy tasks with a tiny encoder, vectors collected, and a spec for the later
+    stages (train task a, target b); returns (root, spec, data_dirs). Tests write their own outputs elsewhere."""
+    from test_stage1 import train_tiny_stage1
+
+    root = tmp_path_factory.mktemp("stage1")
+    model_dir = str(tiny_model_dirs["encoder"])
+    data_dirs, runs = train_tiny_stage1(model_dir, TINY_DETS, root, steps=4)
+    from deltaspace.tables import stage1_table
+
+    stage1_table([r for rs in runs.values() for r in rs], root / "stage1.csv")
+    spec = {"backbone": {"name_or_path": model_dir}, "dets": TINY_DETS, "init_seed": 42, "precision": "fp32",
+            "device": "cpu", "seed": 0,
+            "subspace": {"train_tasks": ["a"], "intrinsic_dim": 2, "init": "joint_svd", "lambda": 1.0,
+                         "mixing": "paper", "optimizer": "adafactor", "lr": 1e-2, "steps": 4, "batch_size": 4,
+                         "eval_every": 2, "eval_batch_size": 8, "dev_examples": 8},
+            "stage3": {"lrs": [1e-2, 5e-2], "optimizer": "adafactor", "steps": 2, "batch_size": 4, "eval_every": 2,
+                       "eval_batch_size": 8}}
+    return root, spec, data_dirs

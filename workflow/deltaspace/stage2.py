@@ -72,18 +72,35 @@ def training_samples(vectors, tasks: list[str]) -> list[tuple[str, int]]:
     return samples
 
 
-def mixed_dev_score(subspace, models, inits, deltas_of, dev_batches, primary, generator, precision, device) -> float:
-    """Mean dev metric of every DET decoded at one random mixing point of each task's DET points."""
+def mixed_dev_score(subspace, models, inits, deltas_of, dev_batches, primary, scheme, generator, precision,
+                    device) -> float:
+    """Mean dev metric of every DET decoded at one random mixing point (drawn by `scheme`) of each task's points."""
     scores = []
     with torch.no_grad():
         for task, batches in dev_batches.items():
             points = subspace.points(deltas_of(task))
-            mixed = Subspace.mix(points, simplex_weights(len(points), "paper", generator).to(device))
+            mixed = Subspace.mix(points, simplex_weights(len(points), scheme, generator).to(device))
             for det, model in models.items():
                 vector = inits[det] + subspace.decode(det, mixed)
                 with autocast(precision, device):
                     scores.append(evaluate(lambda b: model.functional_scores(vector, b), batches)[primary[task]])
     return sum(scores) / len(scores)
+
+
+def joint_loss(subspace: Subspace, models: dict[str, DeltaModel], inits: dict[str, torch.Tensor],
+               deltas: dict[str, torch.Tensor], batch, weights: torch.Tensor, lam: float, precision: str, device):
+    """Stage 2's objective for one task (method.md): lambda * sum_m ||Delta_m - Up_m(Down_m(Delta_m))||_2 plus
+    sum_m of DET m's task loss at init_m + Up_m(I_mix), I_mix = sum_k w_k Down_k(Delta_k).
+    Returns (loss, reconstruction term without lambda, task-loss term)."""
+    points = subspace.points(deltas)
+    mixed = Subspace.mix(points, weights)
+    reconstruction = subspace.reconstruction_loss(deltas, points)
+    task_loss = 0.0
+    for det, model in models.items():
+        with autocast(precision, device):
+            scores = model.functional_scores(inits[det] + subspace.decode(det, mixed), batch)
+        task_loss = task_loss + F.cross_entropy(scores, batch.labels)
+    return lam * reconstruction + task_loss, reconstruction, task_loss
 
 
 def decompose(spec: dict, vectors_dir: str | Path, data_dirs: dict[str, str | Path], out_dir: str | Path,
@@ -143,16 +160,9 @@ def decompose(spec: dict, vectors_dir: str | Path, data_dirs: dict[str, str | Pa
         picks = torch.randint(len(train[task]), (batch_size,), generator=generator).tolist()
         batch = backbone.prepare([train[task][i] for i in picks], task).to(device)
         deltas = deltas_of(task, row_seed)
-        points = subspace.points(deltas)
-        weights = simplex_weights(len(points), sub["mixing"], generator).to(device)
-        mixed = Subspace.mix(points, weights)
-        reconstruction = subspace.reconstruction_loss(deltas, points)
-        task_loss = 0.0
-        for det, model in models.items():
-            with autocast(precision, device):
-                scores = model.functional_scores(inits[det] + subspace.decode(det, mixed), batch)
-            task_loss = task_loss + F.cross_entropy(scores, batch.labels)
-        loss = lam * reconstruction + task_loss
+        weights = simplex_weights(len(deltas), sub["mixing"], generator).to(device)
+        loss, reconstruction, task_loss = joint_loss(subspace, models, inits, deltas, batch, weights, lam,
+                                                     precision, device)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -160,8 +170,8 @@ def decompose(spec: dict, vectors_dir: str | Path, data_dirs: dict[str, str | Pa
         done = step + 1
         if done % sub["eval_every"] == 0 or done == steps:
             eval_generator = torch.Generator().manual_seed(seed + done)
-            dev_score = mixed_dev_score(subspace, models, inits, deltas_of, dev_batches, primary, eval_generator,
-                                        precision, device)
+            dev_score = mixed_dev_score(subspace, models, inits, deltas_of, dev_batches, primary, sub["mixing"],
+                                        eval_generator, precision, device)
             recon, tl = (sum(x[i] for x in state["losses"]) / len(state["losses"]) for i in (0, 1))
             state["history"].append({"step": done, "reconstruction": recon, "task_loss": tl, "dev_mixed": dev_score})
             state["losses"] = []

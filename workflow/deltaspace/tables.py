@@ -29,6 +29,11 @@ RELATIVE_COLUMNS = ["task", "task_role", "det", "seed", "own_space", "subspace",
                     "random_relative", "majority", "lr", "source"]
 
 
+def percent_of(score: pd.Series, own_space: pd.Series) -> pd.Series:
+    """100 * score / own_space; empty (NaN) where own_space is 0, since no ratio to a zero score means anything."""
+    return 100 * score / own_space.where(own_space != 0)
+
+
 def _own_space(stage1_csv) -> pd.DataFrame:
     table = pd.read_csv(stage1_csv)
     return table.rename(columns={"test": "own_space"})[["task", "det", "seed", "own_space", "majority"]]
@@ -48,8 +53,8 @@ def relative_performance_table(stage3_dirs: list[str | Path], stage1_csv: str | 
     if table["own_space"].isna().any():
         missing = table.loc[table["own_space"].isna(), ["task", "det"]].drop_duplicates().values.tolist()
         raise ValueError(f"{stage1_csv} has no own-space score for {missing}; run stage 1 on those tasks")
-    table["relative"] = 100 * table["subspace"] / table["own_space"]
-    table["random_relative"] = 100 * table["random_subspace"] / table["own_space"]
+    table["relative"] = percent_of(table["subspace"], table["own_space"])
+    table["random_relative"] = percent_of(table["random_subspace"], table["own_space"])
     table = table[RELATIVE_COLUMNS].sort_values(["task_role", "task", "det", "seed"], ignore_index=True)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -66,7 +71,7 @@ def transfer_table(transfer_csvs: list[str | Path], stage1_csv: str | Path, out:
     table = pd.concat([pd.read_csv(p) for p in transfer_csvs], ignore_index=True)
     own = _own_space(stage1_csv).rename(columns={"det": "target_det"})
     table = table.merge(own, on=["task", "target_det", "seed"], how="left")
-    table["relative"] = 100 * table["score"] / table["own_space"]
+    table["relative"] = percent_of(table["score"], table["own_space"])
     columns = ["task", "source_det", "target_det", "seed", "score", "own_space", "relative", "majority", "source"]
     table = table[columns].sort_values(["task", "source_det", "target_det", "seed"], ignore_index=True)
     with atomic_path(out) as tmp:
