@@ -24,8 +24,9 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/data.smk"
-include: "workflow/rules/stage1.smk"
-include: "workflow/rules/subspace.smk"
+include: "workflow/rules/original.smk"
+include: "workflow/rules/decompose.smk"
+include: "workflow/rules/optimize.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/landscape.smk"

@@ -85,7 +85,7 @@ def main():
     parser.add_argument("--dev-examples", type=int, default=None, help="default: the config's landscape.dev_examples")
     parser.add_argument("--dev", type=Path, default=None, help="a prepared dev.jsonl (default: synthetic examples)")
     parser.add_argument("--dets", nargs="+", default=["adapter", "lora", "prefix"])
-    parser.add_argument("--eval-batch-size", type=int, default=64, help="the reference's batch (stage3.eval_batch_size)")
+    parser.add_argument("--eval-batch-size", type=int, default=64, help="the reference's batch (optimize.eval_batch_size)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)

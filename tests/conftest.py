@@ -18,10 +18,12 @@ def load_config(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """snakemake with the interpreter running pytest (so an unactivated venv works); stdout and stderr merged."""
+def snakemake(workdir: Path, *args: str, timeout: float = 120, snakefile: Path = SNAKEFILE
+              ) -> subprocess.CompletedProcess:
+    """snakemake with the interpreter running pytest (so an unactivated venv works); stdout and stderr merged.
+    snakefile: another checkout's (tests/test_toy_det.py runs a copy with one DET added)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
                *args]
     return subprocess.run(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout)
@@ -76,19 +78,19 @@ TINY_DETS = {"lora": {"method": "lora", "rank": 2, "alpha": 4}, "prompt": {"meth
 def tiny_stage1(tiny_model_dirs, tmp_path_factory):
     """Stage 1 of two DETs on two toy tasks with a tiny encoder, vectors collected, and a spec for the later
     stages (train task a, target b); returns (root, spec, data_dirs). Tests write their own outputs elsewhere."""
-    from test_stage1 import train_tiny_stage1
+    from test_original import train_tiny_stage1
 
     root = tmp_path_factory.mktemp("stage1")
     model_dir = str(tiny_model_dirs["encoder"])
     data_dirs, runs = train_tiny_stage1(model_dir, TINY_DETS, root, steps=4)
-    from deltaspace.tables import stage1_table
+    from deltaspace.tables import original_table
 
-    stage1_table([r for rs in runs.values() for r in rs], root / "stage1.csv")
+    original_table([r for rs in runs.values() for r in rs], root / "original.csv")
     spec = {"backbone": {"name_or_path": model_dir}, "dets": TINY_DETS, "init_seed": 42, "precision": "fp32",
             "device": "cpu", "seed": 0,
-            "subspace": {"train_tasks": ["a"], "intrinsic_dim": 2, "init": "joint_svd", "lambda": 1.0,
+            "decompose": {"train_tasks": ["a"], "intrinsic_dim": 2, "init": "joint_svd", "lambda": 1.0,
                          "mixing": "paper", "optimizer": "adafactor", "lr": 1e-2, "steps": 4, "batch_size": 4,
                          "eval_every": 2, "eval_batch_size": 8, "dev_examples": 8},
-            "stage3": {"lrs": [1e-2, 5e-2], "optimizer": "adafactor", "steps": 2, "batch_size": 4, "eval_every": 2,
+            "optimize": {"lrs": [1e-2, 5e-2], "optimizer": "adafactor", "steps": 2, "batch_size": 4, "eval_every": 2,
                        "eval_batch_size": 8}}
     return root, spec, data_dirs

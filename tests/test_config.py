@@ -9,18 +9,22 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import PAPER_PRESETS, REPO, load_config, planned_jobs, snakemake
+from deltaspace.config_schema import first_error
+from deltaspace.dets import METHODS
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SCHEMA_TEXT = yaml.safe_load(SCHEMA.read_text())
 # Lists the schema itself defines; the messages must show them as they are, whatever they grow to.
 RULES_WITH_RESOURCES = ", ".join(sorted(SCHEMA_TEXT["properties"]["resources"]["properties"]))
-DET_METHODS = SCHEMA_TEXT["$defs"]["det"]["properties"]["method"]["enum"]
+DET_METHODS = list(METHODS)  # the registry's order (deltaspace.dets), which the generated DET schema follows
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_paper_presets_validate(name):
     """The paper's presets leave encoder-only and local-data keys to the schema's defaults."""
-    validate(load_config(name), str(SCHEMA))
+    config = load_config(name)
+    validate(config, str(SCHEMA))
+    assert first_error(config, SCHEMA) is None  # the DETs' options, against their declarations
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "single_task.yaml"])
@@ -28,6 +32,7 @@ def test_shipped_configs_validate(name):
     """Against the schema here; test_workflow's dry runs pass both through the workflow's own checks too."""
     config = load_config(name)
     validate(config, str(SCHEMA))
+    assert first_error(config, SCHEMA) is None
     assert config == load_config(name), "a shipped config should be complete: no schema default fills it"
 
 
@@ -56,21 +61,30 @@ def with_change(path: str, value) -> dict:
 
 BAD_CONFIGS = {
     "unknown key": (
-        with_change("stage1.stpes", 3),
-        "config key 'stage1.stpes' is not allowed; allowed keys in stage1: batch_size, eval_batch_size, "
+        with_change("original.stpes", 3),
+        "config key 'original.stpes' is not allowed; allowed keys in original: batch_size, eval_batch_size, "
         "eval_every, lr, optimizer, steps",
     ),
     "unknown top-level key": (
         with_change("stage2", {}),
-        "config key 'stage2' is not allowed; allowed keys in the top level: backbone, crossfit_dir, data_seed, dets",
+        "config key 'stage2' is not allowed; allowed keys in the top level: backbone, crossfit_dir, data_seed, decompose, dets",
+    ),
+    "a key of an earlier version": (
+        with_change("stage3", {"steps": 3}),
+        "config key 'stage3' is now 'optimize' (each stage has one name from config key to rule, module and results "
+        "folder); rename it in your config",
+    ),
+    "a rule of an earlier version": (
+        with_change("resources.train_det", {"threads": 2}),
+        "config key 'resources.train_det' is now 'resources.original'",
     ),
     "wrong type": (
-        with_change("stage1.steps", "ten"),
-        "config key 'stage1.steps': 'ten' is not of type 'integer'",
+        with_change("original.steps", "ten"),
+        "config key 'original.steps': 'ten' is not of type 'integer'",
     ),
     "negative steps": (
-        with_change("stage1.steps", -1),
-        "config key 'stage1.steps': -1 is less than the minimum of 1",
+        with_change("original.steps", -1),
+        "config key 'original.steps': -1 is less than the minimum of 1",
     ),
     "unknown DET method": (
         with_change("dets.lora.method", "lorra"),
@@ -112,12 +126,12 @@ BAD_CONFIGS = {
     ),
     "no tasks": (with_change("tasks", None), "config key 'tasks' is required but missing"),
     "unseen task not configured": (
-        with_change("subspace.unseen_tasks", ["quartz", "imdb"]),
-        "config key 'subspace.unseen_tasks' names task(s) ['imdb'] that are not under 'tasks'",
+        with_change("decompose.unseen_tasks", ["quartz", "imdb"]),
+        "config key 'decompose.unseen_tasks' names task(s) ['imdb'] that are not under 'tasks'",
     ),
     "task both seen and unseen": (
-        with_change("subspace.unseen_tasks", ["quartz", "trec"]),
-        "config keys 'subspace.train_tasks' and 'subspace.unseen_tasks' share ['trec']",
+        with_change("decompose.unseen_tasks", ["quartz", "trec"]),
+        "config keys 'decompose.train_tasks' and 'decompose.unseen_tasks' share ['trec']",
     ),
 }
 
@@ -135,10 +149,24 @@ def test_bad_config_fails_before_any_job_naming_the_key(workdir, case):
 
 def test_nested_command_line_values_are_read_as_numbers(workdir):
     """snakemake's --config hands nested values over as text; the workflow reads numbers back."""
-    bad = snakemake(workdir, "--cores", "1", "--config", 'stage1={"steps": -1}')
-    assert "config key 'stage1.steps': -1 is less than the minimum of 1" in bad.stdout, bad.stdout
-    good = snakemake(workdir, "-n", "-p", "--config", 'stage1={"steps": 7}', "seeds=[1, 2]")
+    bad = snakemake(workdir, "--cores", "1", "--config", 'original={"steps": -1}')
+    assert "config key 'original.steps': -1 is less than the minimum of 1" in bad.stdout, bad.stdout
+    good = snakemake(workdir, "-n", "-p", "--config", 'original={"steps": 7}', "seeds=[1, 2]")
     assert good.returncode == 0, good.stdout
     assert '"steps": 7' in good.stdout
     default = load_config("config.yaml")
-    assert planned_jobs(good.stdout)["train_det"] == len(default["tasks"]) * len(default["dets"]) * 2
+    assert planned_jobs(good.stdout)["original"] == len(default["tasks"]) * len(default["dets"]) * 2
+
+
+def test_the_schemas_enums_are_the_codes_choices():
+    """Where the code defines the allowed values, the schema offers exactly those (checked, not copied by hand)."""
+    from deltaspace.hardware import PRECISIONS
+    from deltaspace.optim import OPTIMIZERS
+    from deltaspace.subspace import INITS, MIXING_SCHEMES
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    assert schema["precision"]["enum"] == list(PRECISIONS)
+    assert schema["decompose"]["properties"]["mixing"]["enum"] == list(MIXING_SCHEMES)
+    assert schema["decompose"]["properties"]["init"]["enum"] == list(INITS)
+    for section in ("original", "decompose", "optimize"):
+        assert schema[section]["properties"]["optimizer"]["enum"] == list(OPTIMIZERS), section

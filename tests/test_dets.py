@@ -117,6 +117,14 @@ def test_unknown_method_and_option_are_named():
         make_det({"method": "lora", "rnak": 4})
 
 
+def test_a_dets_options_and_defaults_come_from_its_declaration():
+    from deltaspace.dets import make_det
+
+    det = make_det({"method": "lora", "rank": 2})
+    assert type(det).config is METHODS["lora"]
+    assert det.spec == {"method": "lora", "rank": 2, "alpha": 16, "target_modules": "auto"}
+
+
 def test_expected_params_is_asserted(tiny_model_dirs):
     backbone = load_backbone({"name_or_path": str(tiny_model_dirs["encoder"])})
     with pytest.raises(DetConfigError, match="expected_params says 5"):

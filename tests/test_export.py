@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_dets import EXAMPLES, TINY_SPECS
-from test_stage1 import spec_for, write_task
+from test_original import spec_for, write_task
 from tiny_models import TINY_KINDS
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -18,9 +18,9 @@ from deltaspace.backbones import Backbone, load_backbone
 from deltaspace.dets import build_delta_model
 from deltaspace.export import PEFT_METHODS, ExportError, check_exportable, save_peft_adapter
 from deltaspace.io import load_tensors, tensor_digest
-from deltaspace.stage1 import train_det
-from deltaspace.stage2 import load_subspace, save_subspace
-from deltaspace.stage3 import subspace_train
+from deltaspace.original import train_det
+from deltaspace.subspace import load_subspace, save_subspace
+from deltaspace.optimize import optimize
 from deltaspace.subspace import Subspace, init_from_joint_svd
 from deltaspace.tasks import read_split
 
@@ -105,8 +105,8 @@ def test_stage1_solution_exports_through_the_cli(tiny_model_dirs, tmp_path, caps
     data = write_task(tmp_path / "data")
     spec = spec_for(tiny_model_dirs["causal"], "lora", steps=2)
     train_det("toy", "lora", 42, spec, data, tmp_path / "run", tmp_path / "ck", log=lambda m: None)
-    assert cli.main(["export-peft", "--delta", str(tmp_path / "run" / "delta.safetensors"),
-                     "--out-dir", str(tmp_path / "peft")]) == 0
+    assert cli.main(["export_original_peft", "--delta-path", str(tmp_path / "run" / "delta.safetensors"),
+                     "--out", str(tmp_path / "peft")]) == 0
     tensors, _ = load_tensors(tmp_path / "run" / "delta.safetensors")
     model = build_delta_model(load_backbone(spec["backbone"]), spec["det"], 42)
     model.load_vector(model.vector() + tensors["delta"])
@@ -118,8 +118,8 @@ def test_stage1_solution_exports_through_the_cli(tiny_model_dirs, tmp_path, caps
     provenance = json.loads((tmp_path / "peft" / "deltaspace.json").read_text())
     assert provenance["space"] == "own" and provenance["task"] == "toy"
     # A stage-1 run on other backbone weights has another theta_init: refused, not silently exported.
-    assert cli.main(["export-peft", "--delta", str(tmp_path / "run" / "delta.safetensors"), "--backbone",
-                     str(tiny_model_dirs["encoder"]), "--out-dir", str(tmp_path / "other")]) == 1
+    assert cli.main(["export_original_peft", "--delta-path", str(tmp_path / "run" / "delta.safetensors"),
+                     "--backbone", str(tiny_model_dirs["encoder"]), "--out", str(tmp_path / "other")]) == 1
     assert "another theta_init" in capsys.readouterr().err
 
 
@@ -144,9 +144,9 @@ def tiny_artifact(tiny_model_dirs, tmp_path_factory):
     (root / "s2" / "points.csv").write_text("task,seed,det,i0\na,42,lora,0.5\n")
     (root / "s2" / "metrics.json").write_text(json.dumps({"steps": 4, "best_step": 2, "dev_mixed": 0.625,
                                                            "mean_relative_reconstruction_error": 0.125}))
-    assert cli.main(["subspace-artifact", "--subspace", str(root / "s2" / "subspace.safetensors"), "--points",
-                     str(root / "s2" / "points.csv"), "--metrics", str(root / "s2" / "metrics.json"),
-                     "--out-dir", str(root / "artifact")]) == 0
+    assert cli.main(["subspace_artifact", "--subspace-path", str(root / "s2" / "subspace.safetensors"), "--points-path",
+                     str(root / "s2" / "points.csv"), "--metrics-path", str(root / "s2" / "metrics.json"),
+                     "--out", str(root / "artifact")]) == 0
     return root, spec
 
 
@@ -200,15 +200,15 @@ def test_decode_matches_stage3_decoding_and_training_moves_the_point(tiny_artifa
     assert not torch.allclose(decoded, start_scores, atol=1e-3)
     assert F.cross_entropy(decoded, batch.labels) < F.cross_entropy(start_scores, batch.labels)
 
-    # The API reuses stage 3's loop: the same settings and seed find the same point as a subspace_train job.
-    job = subspace_train("toy", "lora", 42, {**spec, "precision": "fp32", "device": "cpu", "stage3": STAGE3},
+    # The API reuses stage 3's loop: the same settings and seed find the same point as an optimize job.
+    job = optimize("toy", "lora", 42, {**spec, "precision": "fp32", "device": "cpu", "optimize": STAGE3},
                          root / "artifact" / "subspace.safetensors", data, tmp_path / "s3", log=lambda m: None)
     torch.testing.assert_close(torch.tensor(job["intrinsic"]), found.point)
     assert job["dev"] == found.dev and job["test"] == found.test
 
     # The stage-3 solution exported to PEFT through the CLI runs as the decoded DeltaModel does.
-    assert cli.main(["export-peft", "--intrinsic", str(tmp_path / "s3" / "intrinsic.safetensors"), "--subspace",
-                     str(root / "artifact"), "--out-dir", str(tmp_path / "peft")]) == 0
+    assert cli.main(["export_peft", "--intrinsic-path", str(tmp_path / "s3" / "intrinsic.safetensors"), "--subspace",
+                     str(root / "artifact"), "--out", str(tmp_path / "peft")]) == 0
     scorer = Backbone(load_peft(spec["backbone"]["name_or_path"], "encoder", tmp_path / "peft"),
                       model.backbone.tokenizer, "encoder", spec["backbone"]["name_or_path"])
     with torch.no_grad():
@@ -239,6 +239,6 @@ def test_workflow_plans_the_artifact_and_one_export_per_peft_solution(workdir):
     exportable = [d for d, s in smoke["dets"].items() if s["method"] in PEFT_METHODS]
     jobs = planned_jobs(result.stdout)
     assert jobs["subspace_artifact"] == 1
-    assert jobs["export_peft"] == len(smoke["subspace"]["unseen_tasks"]) * len(exportable) * len(smoke["seeds"])
-    first = f"results/export/peft/{smoke['subspace']['unseen_tasks'][0]}/{exportable[0]}/seed{smoke['seeds'][0]}"
+    assert jobs["export_peft"] == len(smoke["decompose"]["unseen_tasks"]) * len(exportable) * len(smoke["seeds"])
+    first = f"results/export/peft/{smoke['decompose']['unseen_tasks'][0]}/{exportable[0]}/seed{smoke['seeds'][0]}"
     assert f"{first}/adapter_config.json" in result.stdout

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from test_dets import TINY_SPECS
-from test_stage1 import write_task
+from test_original import write_task
 from tiny_models import TINY_KINDS
 
 from deltaspace.backbones import load_backbone
@@ -20,7 +20,7 @@ from deltaspace.grid_eval import (SCORE_TOLERANCE, metric_tolerance, point_metri
 from deltaspace.io import load_tensors, save_tensors, tensor_digest
 from deltaspace.landscape import (AREA_COLUMNS, Plane, grid_coordinates, plane_through, region_area,
                                   region_map)
-from deltaspace.stage2 import save_subspace
+from deltaspace.subspace import save_subspace
 from deltaspace.subspace import Subspace
 from deltaspace.tasks import Example, read_split
 
@@ -234,11 +234,11 @@ def landscape_inputs(tiny_model_dirs, tmp_path_factory):
 
 def run_landscape(root, task, with_stage3: bool):
     args = ["landscape", "--task", task, "--seed", "42", "--spec", f"@{root / 'spec.json'}",
-            "--subspace", str(root / "subspace.safetensors"), "--points", str(root / "points.csv"),
-            "--stage1", *[f"{d}={root / 'stage1' / task / d}" for d in LANDSCAPE_DETS],
-            "--data-dir", str(root / "data" / task), "--out-dir", str(root / "out" / task), "--threads", "1"]
+            "--subspace-path", str(root / "subspace.safetensors"), "--points-csv", str(root / "points.csv"),
+            "--original", *[f"{d}={root / 'stage1' / task / d}" for d in LANDSCAPE_DETS],
+            "--data", str(root / "data" / task), "--out", str(root / "out" / task), "--threads", "1"]
     if with_stage3:
-        args += ["--stage3", *[f"{d}={root / 'stage3' / d}" for d in LANDSCAPE_DETS]]
+        args += ["--optimize", *[f"{d}={root / 'stage3' / d}" for d in LANDSCAPE_DETS]]
     return main(args)
 
 
@@ -284,7 +284,7 @@ def test_landscape_of_a_seen_task_uses_its_points_and_the_table_joins_runs(lands
     assert info["points"]["prompt"] == pytest.approx(points.loc["prompt", ["i0", "i1", "i2"]].tolist())
     if not (root / "out" / "b" / "area.csv").exists():
         assert run_landscape(root, "b", with_stage3=True) == 0
-    assert main(["landscape-table", "--runs", str(root / "out" / "b"), str(root / "out" / "a"),
+    assert main(["landscape_table", "--areas", str(root / "out" / "b"), str(root / "out" / "a"),
                  "--out", str(root / "landscape_area.csv")]) == 0
     table = pd.read_csv(root / "landscape_area.csv")
     assert table["task"].tolist() == ["a", "b"] and (table["area_fraction"].between(0, 1)).all()
@@ -293,4 +293,4 @@ def test_landscape_of_a_seen_task_uses_its_points_and_the_table_joins_runs(lands
 def test_an_unseen_task_without_stage3_vectors_is_refused_with_the_fix(landscape_inputs, capsys):
     root, *_ = landscape_inputs
     assert run_landscape(root, "b", with_stage3=False) == 1
-    assert "subspace.unseen_tasks" in capsys.readouterr().err
+    assert "decompose.unseen_tasks" in capsys.readouterr().err

@@ -16,8 +16,8 @@ from test_dets import EXAMPLES
 from deltaspace.backbones import load_backbone
 from deltaspace.dets import build_delta_model
 from deltaspace.projections import Fastfood, hadamard_matrix, walsh_hadamard
-from deltaspace.stage2 import joint_loss
-from deltaspace.stage3 import random_up_projection
+from deltaspace.decompose import joint_loss
+from deltaspace.optimize import random_up_projection
 from deltaspace.subspace import Subspace, UpProjection, simplex_weights
 
 # ---- stage 2's objective ---------------------------------------------------------------------------------------
@@ -115,19 +115,19 @@ def test_dirichlet_mixing_is_uniform_on_the_simplex():
 
 def test_every_stage2_caller_uses_the_configured_mixing_scheme(tiny_stage1, tmp_path, monkeypatch):
     """Training steps and the checkpoint choice's mixed dev score both draw with subspace.mixing."""
-    import deltaspace.stage2 as stage2
+    import deltaspace.decompose as decompose_stage
 
     root, spec, data_dirs = tiny_stage1
     schemes = []
-    real = stage2.simplex_weights
+    real = decompose_stage.simplex_weights
 
     def spy(n, scheme="paper", generator=None):
         schemes.append(scheme)
         return real(n, scheme, generator)
 
-    monkeypatch.setattr(stage2, "simplex_weights", spy)
-    spec = {**spec, "subspace": {**spec["subspace"], "mixing": "dirichlet", "steps": 2, "eval_every": 2}}
-    stage2.decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck", log=lambda m: None)
+    monkeypatch.setattr(decompose_stage, "simplex_weights", spy)
+    spec = {**spec, "decompose": {**spec["decompose"], "mixing": "dirichlet", "steps": 2, "eval_every": 2}}
+    decompose_stage.decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck", log=lambda m: None)
     # 2 training steps, then one dev evaluation over the one training task.
     assert schemes == ["dirichlet"] * 3
 

@@ -15,8 +15,8 @@ from conftest import PAPER_PRESETS, REPO, load_config, planned_jobs, snakemake
 from deltaspace.tasks import TaskDataError, load_task, resolve_crossfit_path
 
 PAPER_TASKS = REPO / "config" / "paper_tasks"
-STAGE_RULES = ("prepare_task", "train_det", "collect_vectors", "stage1_table", "decompose", "subspace_train",
-               "transfer", "subspace_tables")
+STAGE_RULES = ("prepare_task", "original", "collect_vectors", "original_table", "decompose", "optimize",
+               "transfer", "result_tables")
 PAPER_PARAMS = 1_105_920  # adapter, LoRA and prefix on T5 v1.1 base, each (the paper)
 
 
@@ -25,7 +25,7 @@ def task_lists(name: str) -> dict:
 
 
 def stage3_tasks(config: dict) -> list[str]:
-    sub = config["subspace"]
+    sub = config["decompose"]
     return sub["unseen_tasks"] + (sub["train_tasks"] if sub["optimize_seen"] else [])
 
 
@@ -33,9 +33,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
     """Stage 1 runs on every task; stage 3 and transfer on the unseen/target tasks (and the seen ones if asked)."""
     tasks, dets, seeds = len(config["tasks"]), len(config["dets"]), len(config["seeds"])
     optimized = len(stage3_tasks(config))
-    return {"prepare_task": tasks, "train_det": tasks * dets * seeds, "collect_vectors": dets, "stage1_table": 1,
-            "decompose": 1, "subspace_train": optimized * dets * seeds, "transfer": optimized * seeds,
-            "subspace_tables": 1}
+    return {"prepare_task": tasks, "original": tasks * dets * seeds, "collect_vectors": dets, "original_table": 1,
+            "decompose": 1, "optimize": optimized * dets * seeds, "transfer": optimized * seeds,
+            "result_tables": 1}
 
 
 def stage_jobs(output: str) -> dict[str, int]:
@@ -55,7 +55,7 @@ def test_multi_task_preset_uses_the_reference_60_10_split():
                                      "glue-rte", "qasc", "quartz-no_knowledge", "rotten_tomatoes", "superglue-wsc",
                                      "yelp_polarity"])
     config = load_config("paper.yaml")
-    assert config["subspace"]["train_tasks"] == train and config["subspace"]["unseen_tasks"] == unseen
+    assert config["decompose"]["train_tasks"] == train and config["decompose"]["unseen_tasks"] == unseen
     assert list(config["tasks"]) == train + unseen
     assert all(spec == {"source": "crossfit"} for spec in config["tasks"].values()), "read from crossfit_dir/<task>"
 
@@ -66,9 +66,9 @@ def test_single_task_preset_runs_one_of_the_paper_pairs():
     for source, targets in pairs.items():
         assert targets and source not in targets and len(set(targets)) == len(targets)
     config = load_config("paper_single_task.yaml")
-    (source,) = config["subspace"]["train_tasks"]
-    assert config["subspace"]["setting"] == "single"
-    assert config["subspace"]["unseen_tasks"] == pairs[source]
+    (source,) = config["decompose"]["train_tasks"]
+    assert config["decompose"]["setting"] == "single"
+    assert config["decompose"]["unseen_tasks"] == pairs[source]
     assert list(config["tasks"]) == [source, *pairs[source]]
 
 
@@ -80,13 +80,13 @@ def test_paper_presets_keep_the_paper_model_and_dets(name):
     assert {det: spec["method"] for det, spec in config["dets"].items()} == {
         "adapter": "adapter", "lora": "lora", "prefix": "prefix"}
     assert {spec["expected_params"] for spec in config["dets"].values()} == {PAPER_PARAMS}
-    setting = config["subspace"]["setting"]
+    setting = config["decompose"]["setting"]
     # method.md: r, lambda and batch differ between the settings; stage 3 dev interval too.
     expected = {"multi": (100, 10.0, 16, 100), "single": (4, 0.1, 8, 500)}[setting]
-    sub = config["subspace"]
-    assert (sub["intrinsic_dim"], sub["lambda"], sub["batch_size"], config["stage3"]["eval_every"]) == expected
+    sub = config["decompose"]
+    assert (sub["intrinsic_dim"], sub["lambda"], sub["batch_size"], config["optimize"]["eval_every"]) == expected
     assert (sub["init"], sub["optimizer"], sub["lr"], sub["mixing"]) == ("random", "adafactor", 1e-4, "paper")
-    assert config["stage3"]["lrs"] == [1e-2, 5e-2] and config["stage3"]["steps"] == 5000
+    assert config["optimize"]["lrs"] == [1e-2, 5e-2] and config["optimize"]["steps"] == 5000
 
 
 # ---- where the data is read from ---------------------------------------------------------------------
@@ -149,17 +149,17 @@ def two_task_paper_config(model_dir: Path, train_task: str, unseen_task: str) ->
     """config/paper.yaml on two of its tasks with a tiny local T5, tiny DETs and a few steps; every other
     setting (seq2seq scoring, the "[task] input" template, Adafactor, the mixing, the lr grid) stays the paper's."""
     config = load_config("paper.yaml")
-    assert train_task in config["subspace"]["train_tasks"] and unseen_task in config["subspace"]["unseen_tasks"]
+    assert train_task in config["decompose"]["train_tasks"] and unseen_task in config["decompose"]["unseen_tasks"]
     config["backbone"]["name_or_path"] = str(model_dir)
     config["tasks"] = {task: config["tasks"][task] for task in (train_task, unseen_task)}
     # The paper's sizes (and their expected_params) fit T5 v1.1 base, not a 32-wide random T5.
     config["dets"] = {"adapter": {"method": "adapter", "bottleneck": 2},
                       "lora": {"method": "lora", "rank": 2, "alpha": 16},
                       "prefix": {"method": "prefix", "length": 2, "hidden": 4}}
-    config["stage1"].update(steps=4, eval_every=2, batch_size=4, eval_batch_size=16)
-    config["subspace"].update(train_tasks=[train_task], unseen_tasks=[unseen_task], intrinsic_dim=4, steps=2,
+    config["original"].update(steps=4, eval_every=2, batch_size=4, eval_batch_size=16)
+    config["decompose"].update(train_tasks=[train_task], unseen_tasks=[unseen_task], intrinsic_dim=4, steps=2,
                               eval_every=2, batch_size=4, eval_batch_size=16, dev_examples=4)
-    config["stage3"].update(steps=2, eval_every=2, eval_batch_size=16)
+    config["optimize"].update(steps=2, eval_every=2, eval_batch_size=16)
     config["resources"] = {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}}
     config["device"] = "cpu"
     return config
@@ -177,17 +177,17 @@ def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, 
     derived = workdir / "paper_two_tasks.yaml"
     derived.write_text(yaml.safe_dump(config))
     # Through the tables only: the figures, landscape and exports are the same code for any preset.
-    result = snakemake(workdir, "--cores", "2", "--until", "subspace_tables", "--configfile", str(derived),
+    result = snakemake(workdir, "--cores", "2", "--until", "result_tables", "--configfile", str(derived),
                        "--config", f"crossfit_dir={paper_crossfit_dir}", timeout=900)
     assert result.returncode == 0, result.stdout[-5000:]
 
     results = workdir / "results"
     summary = json.loads((results / "data" / unseen_task / "task.json").read_text())
     assert summary["sizes"] == {"train": 16, "dev": 8, "test": 8}, "CrossFit's own splits, kept whole"
-    stage1 = read_csv(results / "tables" / "stage1.csv")
+    stage1 = read_csv(results / "tables" / "original.csv")
     assert sorted((row["task"], row["det"]) for row in stage1) == sorted(
         (task, det) for task in (train_task, unseen_task) for det in config["dets"])
-    metrics = json.loads((results / "stage1" / unseen_task / "lora" / "seed42" / "metrics.json").read_text())
+    metrics = json.loads((results / "original" / unseen_task / "lora" / "seed42" / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["params"] > 0
 
     relative = read_csv(results / "tables" / "relative_performance.csv")

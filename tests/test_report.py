@@ -11,12 +11,13 @@ from matplotlib.image import imread
 
 from conftest import REPO, planned_jobs, snakemake
 from deltaspace.cli import main
-from deltaspace.figures import (make_figures, relative_summary, stage1_curves, stage2_curves, stage3_curves,
+from deltaspace.figures import (decompose_curves, make_figures, optimize_curves, original_curves, relative_summary,
                                 transfer_matrix)
-from deltaspace.resources_table import resource_table
+from deltaspace.paths import ResourceTable
+from deltaspace.resource_table import resource_table
 from deltaspace.sources import compact_paths
 from deltaspace.summary import write_summary
-from deltaspace.tables import relative_performance_table, stage1_table, transfer_table
+from deltaspace.tables import relative_performance_table, original_table, transfer_table
 
 DETS = ["adapter", "lora", "prefix"]
 TRAIN_TASK, UNSEEN = "alpha", "beta"
@@ -72,10 +73,10 @@ def write_results(root):
         {"step": 2, "reconstruction": 3.0, "task_loss": 2.0, "dev_mixed": 0.5},
         {"step": 4, "reconstruction": 1.0, "task_loss": 1.5, "dev_mixed": 0.6}]}))
     tables = root / "tables"
-    stage1_table(stage1_runs, tables / "stage1.csv")
-    relative_performance_table(stage3_runs, tables / "stage1.csv", {UNSEEN: "unseen"}, tables / "relative_performance.csv",
+    original_table(stage1_runs, tables / "original.csv")
+    relative_performance_table(stage3_runs, tables / "original.csv", {UNSEEN: "unseen"}, tables / "relative_performance.csv",
                                tables / "relative_performance.md")
-    transfer_table(transfer_runs, tables / "stage1.csv", tables / "transfer.csv", tables / "transfer.md")
+    transfer_table(transfer_runs, tables / "original.csv", tables / "transfer.csv", tables / "transfer.md")
     return {"stage1_runs": stage1_runs, "stage3_runs": stage3_runs, "transfer_runs": transfer_runs}
 
 
@@ -99,8 +100,8 @@ def write_benchmark(path, seconds, max_rss, cpu):
 
 
 def test_compact_paths_names_exactly_the_files():
-    runs = [f"results/stage1/trec/{det}/seed{seed}/metrics.json" for det in ("lora", "adapter") for seed in (10, 2)]
-    assert compact_paths(runs) == "results/stage1/trec/{adapter,lora}/seed{2,10}/metrics.json"
+    runs = [f"results/original/trec/{det}/seed{seed}/metrics.json" for det in ("lora", "adapter") for seed in (10, 2)]
+    assert compact_paths(runs) == "results/original/trec/{adapter,lora}/seed{2,10}/metrics.json"
     assert compact_paths(runs[:1] * 3) == runs[0]
     # Not a full product of the varying parts: a pattern would name a file that is not among them.
     partial = runs[:3]
@@ -134,14 +135,14 @@ def test_relative_summary_spreads_over_seeds(results):
 
 def test_training_curves_read_every_evaluation(results):
     root, runs = results
-    stage1 = stage1_curves(runs["stage1_runs"])
+    stage1 = original_curves(runs["stage1_runs"])
     assert len(stage1) == 2 * len(DETS) * len(SEEDS) * 3  # the init and two evaluations per run
     alpha_lora = stage1[(stage1["task"] == TRAIN_TASK) & (stage1["det"] == "lora") & (stage1["seed"] == 2)]
     assert alpha_lora["step"].tolist() == [0, 2, 4]
     assert alpha_lora["dev"].tolist() == pytest.approx([0.4, stage1_score(TRAIN_TASK, "lora", 2) - 0.1,
                                                         stage1_score(TRAIN_TASK, "lora", 2)])
-    assert stage2_curves(root / "subspace" / "metrics.json")["reconstruction"].tolist() == [3.0, 1.0]
-    stage3 = stage3_curves(runs["stage3_runs"])
+    assert decompose_curves(root / "subspace" / "metrics.json")["reconstruction"].tolist() == [3.0, 1.0]
+    stage3 = optimize_curves(runs["stage3_runs"])
     assert stage3.groupby("subspace").size().to_dict() == {"learned": 4 * 6, "random": 2 * 6}
 
 
@@ -151,7 +152,7 @@ def test_figures_are_png_and_pdf_and_reproducible(results, tmp_path):
     arguments = (root / "tables" / "transfer.csv", root / "tables" / "relative_performance.csv", runs["stage1_runs"],
                  root / "subspace" / "metrics.json", runs["stage3_runs"], out)
     paths = make_figures(*arguments)
-    names = ["transfer_matrix", "relative_performance", "curves_stage1", "curves_stage2", "curves_stage3"]
+    names = ["transfer_matrix", "relative_performance", "curves_original", "curves_decompose", "curves_optimize"]
     assert sorted(p.name for p in paths) == sorted(f"{n}.{fmt}" for n in names for fmt in ("png", "pdf"))
     for name in names:
         image = imread(out / f"{name}.png")
@@ -189,7 +190,7 @@ def test_summary_tables_hold_the_numbers_and_their_sources(results, tmp_path):
     root, runs = results
     tables = root / "tables"
     out = tmp_path / "summary.md"
-    text = write_summary(out, tables / "stage1.csv", tables / "relative_performance.csv", tables / "transfer.csv",
+    text = write_summary(out, tables / "original.csv", tables / "relative_performance.csv", tables / "transfer.csv",
                          runs["transfer_runs"])
     assert out.read_text() == text
 
@@ -216,8 +217,8 @@ def test_summary_adds_landscape_and_compute_when_given(results, tmp_path):
     tables = root / "tables"
     pd.DataFrame([{"task": UNSEEN, "seed": 2, "area_fraction": 0.25}]).to_csv(tables / "landscape_area.csv", index=False)
     bench = write_benchmark(tmp_path / "bench" / "decompose.tsv", 12.5, 800.0, 20.0)
-    resource_table([("decompose", bench)], tables / "resources.csv", tables / "resources.md")
-    text = write_summary(tmp_path / "summary.md", tables / "stage1.csv", tables / "relative_performance.csv",
+    resource_table([("decompose", bench)], tables)  # resources.csv and .md in that folder
+    text = write_summary(tmp_path / "summary.md", tables / "original.csv", tables / "relative_performance.csv",
                          tables / "transfer.csv", runs["transfer_runs"], resources_csv=tables / "resources.csv",
                          landscape_csv=tables / "landscape_area.csv")
     (landscape_row,) = markdown_rows(text, UNSEEN)[1:]  # the stage-1 row comes first
@@ -230,7 +231,7 @@ def test_summary_rejects_a_transfer_table_without_its_runs(results, tmp_path):
     root, runs = results
     tables = root / "tables"
     with pytest.raises(ValueError, match=r"\(task, seed\) \[\('beta', 10\)\] that no given transfer result holds"):
-        write_summary(tmp_path / "summary.md", tables / "stage1.csv", tables / "relative_performance.csv",
+        write_summary(tmp_path / "summary.md", tables / "original.csv", tables / "relative_performance.csv",
                       tables / "transfer.csv", runs["transfer_runs"][:1])
 
 
@@ -239,13 +240,13 @@ def test_summary_rejects_a_transfer_table_without_its_runs(results, tmp_path):
 
 def test_resource_table_sums_time_and_keeps_the_peak_per_stage(tmp_path):
     bench = tmp_path / "benchmarks"
-    records = [("train_det", write_benchmark(bench / "train_det" / t / "lora" / "seed42.tsv", s, rss, cpu))
+    records = [("original", write_benchmark(bench / "original" / t / "lora" / "seed42.tsv", s, rss, cpu))
                for t, s, rss, cpu in (("a", 10.0, 500.0, 9.0), ("b", 20.0, 700.0, 18.0))]
     records.append(("decompose", write_benchmark(bench / "decompose" / "subspace.tsv", 5.0, "NA", 4.0)))
-    table = resource_table(records, tmp_path / "resources.csv", tmp_path / "resources.md").set_index("rule")
-    assert table.loc["train_det"].to_dict() == {
+    table = resource_table(records, ResourceTable(tmp_path / "resources.csv", tmp_path / "resources.md")).set_index("rule")
+    assert table.loc["original"].to_dict() == {
         "stage": "stage 1", "jobs": 2, "wall_s": 30.0, "cpu_s": 27.0, "peak_rss_mb": 700.0,
-        "source": f"{bench}/train_det/{{a,b}}/lora/seed42.tsv"}
+        "source": f"{bench}/original/{{a,b}}/lora/seed42.tsv"}
     assert table.loc["decompose", "stage"] == "stage 2" and np.isnan(table.loc["decompose", "peak_rss_mb"])
     assert pd.read_csv(tmp_path / "resources.csv")["wall_s"].tolist() == [30.0, 5.0]
     total = markdown_rows((tmp_path / "resources.md").read_text(), "total")[0]
@@ -255,8 +256,8 @@ def test_resource_table_sums_time_and_keeps_the_peak_per_stage(tmp_path):
 def test_resource_table_command_names_a_bad_benchmark_file(tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("seconds\n1\n")
-    code = main(["resource-table", "--benchmarks", f"transfer={bad}", "--out", str(tmp_path / "r.csv"),
-                 "--summary-out", str(tmp_path / "r.md")])
+    code = main(["resource_table", "--benchmarks", f"transfer={bad}", "--out", f"table={tmp_path / 'r.csv'}",
+                 f"summary={tmp_path / 'r.md'}"])
     assert code == 1
     error = capsys.readouterr().err
     assert "benchmark of rule transfer" in error and str(bad) in error and "lacks column(s)" in error
@@ -270,9 +271,9 @@ def test_dry_run_sums_the_benchmark_of_every_heavy_job(workdir):
     assert result.returncode == 0, result.stdout[-3000:]
     jobs = planned_jobs(result.stdout)
     assert jobs["figures"] == jobs["resource_table"] == jobs["summary"] == 1
-    (command,) = [line for line in result.stdout.splitlines() if "deltaspace resource-table" in line]
-    for rule in ("train_det", "decompose", "subspace_train", "transfer", "landscape"):
+    (command,) = [line for line in result.stdout.splitlines() if "deltaspace resource_table" in line]
+    for rule in ("original", "decompose", "optimize", "transfer", "landscape"):
         assert command.count(f" {rule}=results/benchmarks/{rule}/") == jobs[rule], rule
     (summary,) = [line for line in result.stdout.splitlines() if "deltaspace summary" in line]
-    assert "--resources results/tables/resources.csv" in summary
-    assert "--landscape-area results/tables/landscape_area.csv" in summary
+    assert "--resources-csv results/tables/resources.csv" in summary
+    assert "--landscape-csv results/tables/landscape_area.csv" in summary

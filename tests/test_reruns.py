@@ -19,14 +19,14 @@ import yaml
 
 from conftest import SNAKEFILE, load_config, planned_jobs, snakemake
 from deltaspace.io import load_tensors
-from deltaspace.stage2 import decompose
+from deltaspace.decompose import decompose
 from test_subspace import tiny_stage2  # noqa: F401,F811  (a fixture: stage 1 and 2 of two DETs on a tiny model)
 
 DETS = {"lora": {"method": "lora", "rank": 1, "alpha": 2}, "prompt": {"method": "prompt", "length": 2}}
 STEPS = 60  # stage 1: long enough that a job can be killed between its first checkpoint (step 2) and its end
 # Stages 1 to 3 and transfer, not the figures and reports after them: what these tests are about, and faster.
 TARGET = "results/tables/relative_performance.csv"
-STAGE1_AND_2 = {"prepare_task", "train_det", "collect_vectors", "stage1_table", "decompose"}
+STAGE1_AND_2 = {"prepare_task", "original", "collect_vectors", "original_table", "decompose"}
 WORDS = ["movie", "acting", "plot", "time", "waste", "lunch", "tomorrow", "prize", "message", "france"]
 
 
@@ -53,10 +53,10 @@ def tiny_config(model_dir: Path, data_dir: Path, tasks=("a", "b")) -> dict:
                        for t in tasks}
     config["split_sizes"] = {"train": 16, "dev": 8, "test": 8}
     config["dets"] = DETS
-    config["stage1"].update(steps=STEPS, eval_every=2, batch_size=4, eval_batch_size=8)
-    config["subspace"].update(train_tasks=["a"], unseen_tasks=[t for t in tasks if t != "a"], steps=4,
+    config["original"].update(steps=STEPS, eval_every=2, batch_size=4, eval_batch_size=8)
+    config["decompose"].update(train_tasks=["a"], unseen_tasks=[t for t in tasks if t != "a"], steps=4,
                               eval_every=2, batch_size=4, eval_batch_size=8, dev_examples=8)
-    config["stage3"].update(steps=2, eval_every=2, batch_size=4, eval_batch_size=8)
+    config["optimize"].update(steps=2, eval_every=2, batch_size=4, eval_batch_size=8)
     config.update(device="cpu", precision="fp32")  # identical numbers on every machine and in every run
     config["resources"] = {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}}
     return config
@@ -88,8 +88,8 @@ def planned(dry_run) -> dict[str, int]:
 
 
 def retrained(dry_run_output: str) -> list[tuple[str, str]]:
-    """(task, det) of every train_det job a dry run plans."""
-    return re.findall(r"rule train_det:\n(?:.*\n)*?\s+wildcards: task=(\w+), det=(\w+)", dry_run_output)
+    """(task, det) of every original job a dry run plans."""
+    return re.findall(r"rule original:\n(?:.*\n)*?\s+wildcards: task=(\w+), det=(\w+)", dry_run_output)
 
 
 @pytest.mark.slow
@@ -99,8 +99,8 @@ def test_a_stage2_setting_reruns_stage2_and_what_follows_but_not_stage1(complete
     assert not STAGE1_AND_2 & set(planned(again)), again.stdout[-3000:]  # up to date (up to stage 2 at least)
     changed = snakemake(workdir, TARGET, "-n", "--configfile", configfile, "--config", 'subspace={"lambda": 1.0}')
     jobs = planned(changed)
-    assert jobs["decompose"] == 1 and jobs["transfer"] == 1 and jobs["subspace_tables"] == 1
-    assert jobs["subspace_train"] == len(DETS)  # one unseen task
+    assert jobs["decompose"] == 1 and jobs["transfer"] == 1 and jobs["result_tables"] == 1
+    assert jobs["optimize"] == len(DETS)  # one unseen task
     assert not (STAGE1_AND_2 - {"decompose"}) & set(jobs), jobs
     assert re.search(r"rule decompose:\n(?:.*\n)*?\s+reason: Params have changed", changed.stdout)
 
@@ -112,7 +112,7 @@ def test_an_added_task_trains_only_that_tasks_jobs(completed_run, tiny_model_dir
     added = snakemake(workdir, TARGET, "-n", "--configfile", write_config(workdir, config, "added.yaml"))
     jobs = planned(added)
     assert jobs["prepare_task"] == 1
-    assert jobs["train_det"] == len(DETS) * len(config["seeds"])
+    assert jobs["original"] == len(DETS) * len(config["seeds"])
     assert sorted(retrained(added.stdout)) == sorted(("c", det) for det in DETS)
     # The new task is unseen: the subspace, learned from the train tasks only, stays as it is.
     assert "collect_vectors" not in jobs and "decompose" not in jobs, jobs
@@ -136,8 +136,8 @@ def test_a_job_killed_mid_training_resumes_to_the_uninterrupted_numbers(complete
     reference, configfile = completed_run
     workdir = tmp_path / "killed"
     shutil.copytree(reference / "results/data/a", workdir / "results/data/a")  # prepared: one job fewer to start
-    run = "results/stage1/a/lora/seed42"
-    checkpoint = workdir / "results/checkpoints/stage1/a/lora/seed42/last.pt"
+    run = "results/original/a/lora/seed42"
+    checkpoint = workdir / "results/checkpoints/original/a/lora/seed42/last.pt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
                f"{run}/metrics.json", "--cores", "1", "--configfile", configfile]  # targets before --configfile
@@ -165,7 +165,7 @@ def test_a_job_killed_mid_training_resumes_to_the_uninterrupted_numbers(complete
     resumed = snakemake(workdir, f"{run}/metrics.json", "--cores", "1", "--rerun-incomplete", "--configfile",
                         configfile, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-5000:]
-    job_log = (workdir / "results/logs/train_det/a/lora/seed42.log").read_text()
+    job_log = (workdir / "results/logs/original/a/lora/seed42.log").read_text()
     step = int(re.search(r"resumed from \S+ at step (\d+)", job_log).group(1))
     assert 2 <= step < STEPS
 
@@ -194,8 +194,50 @@ def test_a_killed_decompose_resumes_to_the_uninterrupted_subspace(tiny_stage2, t
     assert not (tmp_path / "s2" / "subspace.safetensors").exists()
     messages = []
     resumed = decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck", log=messages.append)
-    assert any("resumed" in m and f"at step {spec['subspace']['eval_every']}" in m for m in messages)
+    assert any("resumed" in m and f"at step {spec['decompose']['eval_every']}" in m for m in messages)
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
     tensors, whole_tensors = (load_tensors(d / "subspace.safetensors")[0] for d in (tmp_path / "s2", root / "s2"))
     assert tensors.keys() == whole_tensors.keys()
     assert all(torch.equal(tensors[k], whole_tensors[k]) for k in tensors)
+
+
+CORRUPT_CHECKPOINTS = {"unreadable": b"\x00 not a torch file", "foreign": None}  # None: a valid file, other settings
+
+
+def _spoil(path, kind):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if CORRUPT_CHECKPOINTS[kind] is None:
+        torch.save({"digest": "written-for-other-settings", "step": 3}, path)
+    else:
+        path.write_bytes(CORRUPT_CHECKPOINTS[kind])
+
+
+@pytest.mark.parametrize("kind", list(CORRUPT_CHECKPOINTS))
+def test_decompose_restarts_past_a_corrupt_or_foreign_checkpoint(tiny_stage2, tmp_path, kind):  # noqa: F811
+    root, spec, data_dirs, whole = tiny_stage2
+    _spoil(tmp_path / "ck" / "last.pt", kind)
+    messages = []
+    again = decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck" / "last.pt",
+                      log=messages.append)
+    assert any("ignoring" in m and str(tmp_path / "ck" / "last.pt") in m for m in messages), messages
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
+    tensors, whole_tensors = (load_tensors(d / "subspace.safetensors")[0] for d in (tmp_path / "s2", root / "s2"))
+    assert all(torch.equal(tensors[k], whole_tensors[k]) for k in whole_tensors)
+
+
+@pytest.mark.parametrize("kind", list(CORRUPT_CHECKPOINTS))
+def test_original_restarts_past_a_corrupt_or_foreign_checkpoint(tiny_model_dirs, tmp_path, kind):
+    from test_original import spec_for, write_task
+
+    from deltaspace.original import train_det
+
+    data = write_task(tmp_path / "data")
+    spec = spec_for(tiny_model_dirs["encoder"], "lora", steps=4)
+    whole = train_det("toy", "lora", 1, spec, data, tmp_path / "whole", tmp_path / "ck_whole.pt", log=lambda m: None)
+    _spoil(tmp_path / "ck.pt", kind)
+    messages = []
+    again = train_det("toy", "lora", 1, spec, data, tmp_path / "again", tmp_path / "ck.pt", log=messages.append)
+    assert any("ignoring" in m for m in messages), messages
+    assert again["history"] == whole["history"] and again["test"] == whole["test"]
+    deltas = [load_tensors(tmp_path / run / "delta.safetensors")[0]["delta"] for run in ("whole", "again")]
+    assert torch.equal(*deltas)

@@ -9,13 +9,13 @@ import yaml
 from conftest import REPO, load_config, planned_jobs, snakemake
 
 # Rules that run the backbone (train or evaluate): they declare `gpu`; every other rule must not.
-GPU_RULES = {"train_det", "decompose", "subspace_train", "transfer", "landscape"}
+GPU_RULES = {"original", "decompose", "optimize", "transfer", "landscape"}
 
 # Distinct numbers per rule, none of them a schema default, so each value seen can only come from this config.
 # `default` asks for GPUs too: a CPU-only rule that fell back to it would show them.
 RESOURCES = {
     "default": {"threads": 3, "mem_mb": 1111, "runtime": 11, "gpu": 4},
-    "train_det": {"threads": 2, "mem_mb": 2222, "runtime": 22, "gpu": 1},
+    "original": {"threads": 2, "mem_mb": 2222, "runtime": 22, "gpu": 1},
     "decompose": {"threads": 4, "mem_mb": 4444, "gpu": 2},  # runtime from default
     "collect_vectors": {"threads": 2, "mem_mb": 3333, "runtime": 33},  # no gpu key: default's must not leak in
 }
@@ -54,7 +54,7 @@ def dry_run(workdir, *args):
 def test_every_rule_takes_threads_memory_runtime_from_the_config_and_only_model_rules_a_gpu(workdir):
     jobs = dry_run(workdir)
     rules = {rule for rule, _, _ in jobs}
-    assert {"train_det", "decompose", "subspace_train", "transfer"} <= rules
+    assert {"original", "decompose", "optimize", "transfer"} <= rules
     assert rules - GPU_RULES, "no CPU-only rule planned"
     for rule, threads, resources in jobs:
         want = expected(rule, RESOURCES)
@@ -68,14 +68,14 @@ def test_every_rule_takes_threads_memory_runtime_from_the_config_and_only_model_
 
 
 def test_a_changed_config_value_reaches_the_jobs(workdir):
-    jobs = dry_run(workdir, "--config", 'resources={"train_det": {"mem_mb": 7777, "gpu": 3}, '
+    jobs = dry_run(workdir, "--config", 'resources={"original": {"mem_mb": 7777, "gpu": 3}, '
                                         '"default": {"runtime": 99}}')
-    changed = {**RESOURCES, "train_det": {**RESOURCES["train_det"], "mem_mb": 7777, "gpu": 3},
+    changed = {**RESOURCES, "original": {**RESOURCES["original"], "mem_mb": 7777, "gpu": 3},
                "default": {**RESOURCES["default"], "runtime": 99}}
     seen = {}
     for rule, _, resources in jobs:
         seen[rule] = (int(resources["mem_mb"]), int(resources["runtime"]), resources.get("gpu"))
-    assert seen["train_det"] == (7777, 22, "3")
+    assert seen["original"] == (7777, 22, "3")
     assert seen["decompose"] == (4444, 99, "2")  # its runtime falls back to the changed default
     for rule, (mem_mb, runtime, _) in seen.items():
         want = expected(rule, changed)

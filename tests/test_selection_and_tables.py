@@ -13,16 +13,18 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_DETS
-from test_stage1 import spec_for, write_task
+from test_original import spec_for, write_task
 
-import deltaspace.stage1 as stage1
-import deltaspace.stage2 as stage2
-import deltaspace.stage3 as stage3
+import deltaspace.job as job_module
+import deltaspace.original as original_stage
+import deltaspace.decompose as decompose_stage
+import deltaspace.optimize as optimize_stage
 from deltaspace.backbones import load_backbone
 from deltaspace.dets import build_delta_model
 from deltaspace.io import load_tensors
+from deltaspace.subspace import load_subspace
 from deltaspace.summary import relative_section, transfer_section
-from deltaspace.tables import relative_performance_table, stage1_table, transfer_table
+from deltaspace.tables import relative_performance_table, original_table, transfer_table
 
 DEV_SIZE, TEST_SIZE = 8, 12  # the script tells the splits apart by size
 
@@ -66,9 +68,9 @@ def test_stage1_keeps_the_best_dev_checkpoint_not_the_last_and_never_looks_at_te
         data = write_task(tmp_path / variant / "data", n=(24, DEV_SIZE, TEST_SIZE))
         if variant == "flipped_test":
             _flip_test_labels(data)
-        scripted = ScriptedEvaluate(stage1.evaluate, [0.2, 0.5, 0.9, 0.6])  # theta_init, then steps 2, 4, 6
-        monkeypatch.setattr(stage1, "evaluate", scripted)
-        metrics = stage1.train_det("toy", "lora", 42, spec, data, tmp_path / variant / "out", tmp_path / variant / "ck",
+        scripted = ScriptedEvaluate(original_stage.evaluate, [0.2, 0.5, 0.9, 0.6])  # theta_init, then steps 2, 4, 6
+        monkeypatch.setattr(original_stage, "evaluate", scripted)
+        metrics = original_stage.train_det("toy", "lora", 42, spec, data, tmp_path / variant / "out", tmp_path / variant / "ck",
                                    log=lambda m: None)
         assert scripted.kinds() == ["dev"] * 4 + ["test"]
         assert metrics["best_step"] == 4 and metrics["dev"] == 0.9 and metrics["init_dev"] == 0.2
@@ -93,19 +95,19 @@ def test_stage1_keeps_the_best_dev_checkpoint_not_the_last_and_never_looks_at_te
 
 def test_stage2_saves_the_subspace_of_the_best_mixed_dev_score_not_the_last(tiny_stage1, tmp_path, monkeypatch):
     root, spec, data_dirs = tiny_stage1
-    spec = {**spec, "subspace": {**spec["subspace"], "steps": 6, "eval_every": 2}}
+    spec = {**spec, "decompose": {**spec["decompose"], "steps": 6, "eval_every": 2}}
     script = [0.4, 0.8, 0.5]
-    monkeypatch.setattr(stage2, "mixed_dev_score", lambda *args, **kwargs: script.pop(0))
+    monkeypatch.setattr(decompose_stage, "mixed_dev_score", lambda *args, **kwargs: script.pop(0))
     checkpoints = {}
 
     def remember(step):
-        state = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+        state = torch.load(tmp_path / "ck", weights_only=True)  # the checkpoint file
         checkpoints[step] = {k: v.clone() for k, v in state["subspace"].items()}
 
-    metrics = stage2.decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck",
+    metrics = decompose_stage.decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck",
                                log=lambda m: None, on_checkpoint=remember)
     assert metrics["best_step"] == 4 and metrics["dev_mixed"] == 0.8 and sorted(checkpoints) == [2, 4, 6]
-    saved, _, _ = stage2.load_subspace(tmp_path / "s2" / "subspace.safetensors")
+    saved, _, _ = load_subspace(tmp_path / "s2" / "subspace.safetensors")
     for det in TINY_DETS:
         torch.testing.assert_close(saved.up[det].weight, checkpoints[4][f"up.{det}.weight"], rtol=0, atol=0)
         assert not torch.equal(saved.up[det].weight, checkpoints[6][f"up.{det}.weight"])
@@ -119,10 +121,10 @@ def test_stage2_saves_the_subspace_of_the_best_mixed_dev_score_not_the_last(tiny
 def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_stage1, tmp_path, monkeypatch):
     root, spec, _ = tiny_stage1
     subspace_out = tmp_path / "s2"
-    stage2.decompose(spec, root / "vectors", {"a": root / "data" / "a"}, subspace_out, tmp_path / "ck",
+    decompose_stage.decompose(spec, root / "vectors", {"a": root / "data" / "a"}, subspace_out, tmp_path / "ck",
                      log=lambda m: None)
-    spec = {**spec, "stage3": {**spec["stage3"], "steps": 4, "eval_every": 2}}  # dev at (lr1: 2, 4), (lr2: 2, 4)
-    subspace, inits, _ = stage2.load_subspace(subspace_out / "subspace.safetensors")
+    spec = {**spec, "optimize": {**spec["optimize"], "steps": 4, "eval_every": 2}}  # dev at (lr1: 2, 4), (lr2: 2, 4)
+    subspace, inits, _ = load_subspace(subspace_out / "subspace.safetensors")
     model = build_delta_model(load_backbone(spec["backbone"]), TINY_DETS["lora"], spec["init_seed"])
     chosen = {}
     for variant in ("plain", "flipped_test"):
@@ -130,9 +132,9 @@ def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_
         if variant == "flipped_test":
             _flip_test_labels(data)
         # learned: best at lr 1e-2 step 2 (first lr, not its last step); random: best at lr 5e-2 step 2.
-        scripted = ScriptedEvaluate(stage3.evaluate, [0.8, 0.4, 0.6, 0.7] + [0.3, 0.2, 0.5, 0.1])
-        monkeypatch.setattr(stage3, "evaluate", scripted)
-        result = stage3.subspace_train("t", "lora", 42, spec, subspace_out / "subspace.safetensors", data,
+        scripted = ScriptedEvaluate(job_module.evaluate, [0.8, 0.4, 0.6, 0.7] + [0.3, 0.2, 0.5, 0.1])
+        monkeypatch.setattr(job_module, "evaluate", scripted)  # every stage scores points through the job
+        result = optimize_stage.optimize("t", "lora", 42, spec, subspace_out / "subspace.safetensors", data,
                                        tmp_path / variant / "out", log=lambda m: None)
         assert scripted.kinds() == ["dev"] * 4 + ["test"] + ["dev"] * 4 + ["test"]
         assert (result["lr"], result["best_step"], result["dev"]) == (1e-2, 2, 0.8)
@@ -140,7 +142,7 @@ def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_
         assert [h["dev"] for h in result["history"]] == [0.8, 0.4, 0.6, 0.7]
 
         points = load_tensors(tmp_path / variant / "out" / "intrinsic.safetensors")[0]
-        random_up = stage3.random_up_projection(subspace.up["lora"], 42)
+        random_up = optimize_stage.random_up_projection(subspace.up["lora"], 42)
         dev_batch = scripted.calls[0][2]
         with torch.no_grad():
             learned_vector = inits["lora"] + subspace.up["lora"](points["intrinsic"])
@@ -184,20 +186,20 @@ def _write_runs(root):
             "task": task, "det": det, "seed": SEED, "dev": dev, "test": test, "random_dev": random_dev,
             "random_test": random_test, "lr": 0.05}))
         stage3_runs.append(run)
-    stage1_table(stage1_runs, root / "stage1.csv")
+    original_table(stage1_runs, root / "original.csv")
     return stage1_runs, stage3_runs
 
 
-def test_stage1_table_reports_test_not_dev(tmp_path):
+def test_original_table_reports_test_not_dev(tmp_path):
     _write_runs(tmp_path)
-    table = pd.read_csv(tmp_path / "stage1.csv").set_index(["task", "det"])
+    table = pd.read_csv(tmp_path / "original.csv").set_index(["task", "det"])
     assert table.loc[("t1", "lora"), "test"] == 0.80 and table.loc[("t1", "lora"), "dev"] == 0.90
     assert table.loc[("t1", "prefix"), "test_macro_f1"] == 0.30 and table.loc[("t1", "prefix"), "init_dev"] == 0.31
 
 
 def test_relative_columns_are_test_scores_over_own_space_test_and_empty_where_own_space_is_zero(tmp_path):
     _, stage3_runs = _write_runs(tmp_path)
-    relative_performance_table(stage3_runs, tmp_path / "stage1.csv", {"t1": "unseen", "t2": "unseen"},
+    relative_performance_table(stage3_runs, tmp_path / "original.csv", {"t1": "unseen", "t2": "unseen"},
                                tmp_path / "relative.csv", tmp_path / "relative.md")
     raw = pd.read_csv(tmp_path / "relative.csv", dtype=str, keep_default_na=False).set_index(["task", "det"])
     table = pd.read_csv(tmp_path / "relative.csv").set_index(["task", "det"])
@@ -216,7 +218,7 @@ def test_relative_columns_are_test_scores_over_own_space_test_and_empty_where_ow
     rows = {line.split(" | ")[1]: line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| unseen")}
     assert rows["lora"][2] == "0.65" and rows["lora"][5:] == ["82.5", "50.0"]  # own space (0.80 + 0.50) / 2
     assert rows["prefix"][5:] == ["80.0", "55.0"]
-    section, frame = relative_section(tmp_path / "relative.csv", tmp_path / "stage1.csv")
+    section, frame = relative_section(tmp_path / "relative.csv", tmp_path / "original.csv")
     rows = frame.set_index("det")
     assert rows.loc["lora", "relative (%)"] == "82.5" and rows.loc["lora", "random relative (%)"] == "50.0"
     assert rows.loc["prefix", "relative (%)"] == "80.0" and "inf" not in section
@@ -229,7 +231,7 @@ def test_transfer_relative_is_the_target_dets_score_over_its_own_space(tmp_path)
     csv.parent.mkdir()
     pd.DataFrame([{"task": "t1", "seed": SEED, "source_det": s, "target_det": t, "score": v, "source": "x"}
                   for (s, t), v in scores.items()]).to_csv(csv, index=False)
-    table = transfer_table([csv], tmp_path / "stage1.csv", tmp_path / "transfer.csv", tmp_path / "transfer.md")
+    table = transfer_table([csv], tmp_path / "original.csv", tmp_path / "transfer.csv", tmp_path / "transfer.md")
     relative = table.set_index(["source_det", "target_det"])["relative"]
     # own space of the TARGET DET on t1: lora 0.80, prefix 0.60.
     assert relative[("lora", "prefix")] == pytest.approx(70.0) and relative[("prefix", "lora")] == pytest.approx(80.0)

@@ -24,7 +24,7 @@ PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 SLURM_SH = REPO / ".ci" / "slurm.sh"
 SMOKE = str(REPO / "config" / "smoke.yaml")
 # Rules that train: each stays its own SLURM job so that it gets its own GPU and time limit.
-TRAINING_RULES = {"train_det", "decompose", "subspace_train"}
+TRAINING_RULES = {"original", "decompose", "optimize"}
 GPU_MODEL = "ci"  # the placeholder GPU's model in .ci/slurm.sh
 # Given the placeholder GPU in the run: a training rule (its own SLURM job) and transfer (in a group).
 GPU_RULES = ("decompose", "transfer")
@@ -182,7 +182,7 @@ def test_smoke_config_runs_as_slurm_jobs(slurm, workdir, tmp_path):
     # Every output is there and current.
     again = snakemake(workdir, "-n", *settings)
     assert "Nothing to be done" in again.stdout, again.stdout[-3000:]
-    with open(workdir / "results" / "tables" / "stage1.csv", newline="") as f:
+    with open(workdir / "results" / "tables" / "original.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(smoke["tasks"]) * len(smoke["dets"]) * len(smoke["seeds"])
     for table in ("relative_performance.csv", "transfer.csv"):
         assert (workdir / "results" / "tables" / table).stat().st_size > 0

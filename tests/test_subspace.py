@@ -14,10 +14,11 @@ import pandas as pd
 from deltaspace.backbones import load_backbone
 from deltaspace.dets import build_delta_model
 from deltaspace.evaluate import evaluate, prepare_batches
-from deltaspace.stage2 import decompose, load_subspace
-from deltaspace.stage3 import subspace_train
+from deltaspace.decompose import decompose
+from deltaspace.subspace import load_subspace
+from deltaspace.optimize import optimize
 from deltaspace.subspace import Subspace, init_from_joint_svd, simplex_weights
-from deltaspace.tables import relative_performance_table, stage1_table, transfer_table
+from deltaspace.tables import relative_performance_table, original_table, transfer_table
 from deltaspace.tasks import read_split
 from deltaspace.transfer import transfer
 
@@ -88,7 +89,7 @@ def tiny_stage2(tiny_stage1, tmp_path_factory):
     (root, spec, data_dirs, metrics)."""
     stage1_root, spec, data_dirs = tiny_stage1
     root = tmp_path_factory.mktemp("stage2")
-    for name in ("vectors", "stage1", "stage1.csv"):
+    for name in ("vectors", "stage1", "original.csv"):
         (root / name).symlink_to(stage1_root / name)
     metrics = decompose(spec, root / "vectors", data_dirs, root / "s2", root / "ck2", log=lambda m: None)
     return root, spec, data_dirs, metrics
@@ -132,9 +133,9 @@ def test_subspace_training_transfer_and_tables(tiny_stage2):
     subspace_path = root / "s2" / "subspace.safetensors"
     results = {}
     for det in TINY_DETS:
-        results[det] = subspace_train("b", det, 42, spec, subspace_path, data_dirs["b"], root / "s3" / det,
+        results[det] = optimize("b", det, 42, spec, subspace_path, data_dirs["b"], root / "s3" / det,
                                       log=lambda m: None)
-        assert results[det]["lr"] in spec["stage3"]["lrs"] and 0 <= results[det]["random_test"] <= 1
+        assert results[det]["lr"] in spec["optimize"]["lrs"] and 0 <= results[det]["random_test"] <= 1
     table = transfer("b", 42, spec, subspace_path, {d: root / "s3" / d for d in TINY_DETS}, data_dirs["b"],
                      root / "transfer.csv", log=lambda m: None)
     assert len(table) == 4
@@ -151,7 +152,7 @@ def test_subspace_training_transfer_and_tables(tiny_stage2):
     got = table[(table.source_det == "lora") & (table.target_det == "prompt")]["score"].item()
     assert got == pytest.approx(expected)
 
-    relative = relative_performance_table([root / "s3" / d for d in TINY_DETS], root / "stage1.csv", {"b": "unseen"},
+    relative = relative_performance_table([root / "s3" / d for d in TINY_DETS], root / "original.csv", {"b": "unseen"},
                                           root / "relative.csv", root / "relative.md")
     assert list(relative["task_role"]) == ["unseen", "unseen"]
     # From the raw files: stage 3's test score over stage 1's test score of the same task and DET.
@@ -160,6 +161,6 @@ def test_subspace_training_transfer_and_tables(tiny_stage2):
         row = relative.set_index("det").loc[det]
         assert row["relative"] == pytest.approx(100 * results[det]["test"] / own)
         assert row["random_relative"] == pytest.approx(100 * results[det]["random_test"] / own)
-    transfer_rows = transfer_table([root / "transfer.csv"], root / "stage1.csv", root / "t.csv", root / "t.md")
+    transfer_rows = transfer_table([root / "transfer.csv"], root / "original.csv", root / "t.csv", root / "t.md")
     assert transfer_rows["own_space"].notna().all()
     assert "Mean over all pairs" in (root / "t.md").read_text()

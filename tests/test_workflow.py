@@ -16,8 +16,8 @@ DETS = ["adapter", "lora", "prefix", "prompt", "bitfit"]
 SMOKE_TASKS = ["sms_spam", "vader_tweets"]
 
 
-STAGE_RULES = ("prepare_task", "train_det", "collect_vectors", "stage1_table", "decompose", "subspace_train",
-               "transfer", "subspace_tables")
+STAGE_RULES = ("prepare_task", "original", "collect_vectors", "original_table", "decompose", "optimize",
+               "transfer", "result_tables")
 
 
 def stage_jobs(output: str) -> dict[str, int]:
@@ -27,16 +27,16 @@ def stage_jobs(output: str) -> dict[str, int]:
 
 def expected_stage_jobs(config: dict, stage3_tasks: int) -> dict[str, int]:
     tasks, dets, seeds = len(config["tasks"]), len(config["dets"]), len(config["seeds"])
-    return {"prepare_task": tasks, "train_det": tasks * dets * seeds, "collect_vectors": dets, "stage1_table": 1,
-            "decompose": 1, "subspace_train": stage3_tasks * dets * seeds, "transfer": stage3_tasks * seeds,
-            "subspace_tables": 1}
+    return {"prepare_task": tasks, "original": tasks * dets * seeds, "collect_vectors": dets, "original_table": 1,
+            "decompose": 1, "optimize": stage3_tasks * dets * seeds, "transfer": stage3_tasks * seeds,
+            "result_tables": 1}
 
 
 def test_dry_run_of_the_embedded_default_plans_every_stage(workdir):
     result = snakemake(workdir, "-n")
     assert result.returncode == 0, result.stdout
     config = load_config("config.yaml")
-    assert len(config["tasks"]) == 9 and len(config["subspace"]["unseen_tasks"]) == 2
+    assert len(config["tasks"]) == 9 and len(config["decompose"]["unseen_tasks"]) == 2
     assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=2)
 
 
@@ -89,7 +89,7 @@ def test_smoke_config_runs_end_to_end(workdir):
     assert result.returncode == 0, result.stdout[-5000:]
 
     results = workdir / "results"
-    rows = read_csv(results / "tables" / "stage1.csv")
+    rows = read_csv(results / "tables" / "original.csv")
     assert sorted((row["task"], row["det"]) for row in rows) == sorted((t, d) for t in SMOKE_TASKS for d in DETS)
     for row in rows:
         for column in ("seed", "params", "dev", "test", "majority"):
@@ -98,7 +98,7 @@ def test_smoke_config_runs_end_to_end(workdir):
 
     for det in DETS:
         index = read_csv(results / "vectors" / f"{det}_index.csv")
-        assert [row["task"] for row in index] == load_config("smoke.yaml")["subspace"]["train_tasks"]
+        assert [row["task"] for row in index] == load_config("smoke.yaml")["decompose"]["train_tasks"]
         with safe_open(str(results / "vectors" / f"{det}.safetensors"), framework="pt") as f:
             deltas = f.get_tensor("deltas")
         assert deltas.shape[0] == len(index)
@@ -117,14 +117,14 @@ def test_smoke_config_runs_end_to_end(workdir):
 
     logs = [p for p in (results / "logs").rglob("*.log") if p.relative_to(results / "logs").parts[0].split(".")[0] in STAGE_RULES]
     assert len(logs) == sum(expected_stage_jobs(load_config("smoke.yaml"), stage3_tasks=1).values())
-    metrics = json.loads((results / "stage1" / "sms_spam" / "lora" / "seed42" / "metrics.json").read_text())
-    assert metrics["steps"] == load_config("smoke.yaml")["stage1"]["steps"]
+    metrics = json.loads((results / "original" / "sms_spam" / "lora" / "seed42" / "metrics.json").read_text())
+    assert metrics["steps"] == load_config("smoke.yaml")["original"]["steps"]
 
     # The report layer: figures, a benchmark record per heavy job summed per stage, the summary, the HTML report.
-    for name in ("transfer_matrix", "relative_performance", "curves_stage1", "curves_stage2", "curves_stage3"):
+    for name in ("transfer_matrix", "relative_performance", "curves_original", "curves_decompose", "curves_optimize"):
         for fmt in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{fmt}").stat().st_size > 1000, (name, fmt)
-    heavy = {"train_det", "decompose", "subspace_train", "transfer", "landscape"}
+    heavy = {"original", "decompose", "optimize", "transfer", "landscape"}
     expected = {rule: n for rule, n in expected_stage_jobs(load_config("smoke.yaml"), stage3_tasks=1).items() if rule in heavy}
     expected["landscape"] = 1  # smoke.yaml: the default, one landscape of the first unseen task
     records = Counter(p.relative_to(results / "benchmarks").parts[0] for p in (results / "benchmarks").rglob("*.tsv"))
@@ -136,11 +136,11 @@ def test_smoke_config_runs_end_to_end(workdir):
     summary = (results / "summary.md").read_text()
     for section in ("## Original space", "## Subspace", "## Transfer", "## Landscape", "## Compute"):
         assert section in summary
-    assert f"results/stage1/sms_spam/{{{','.join(sorted(DETS))}}}/seed42/metrics.json" in summary
+    assert f"results/original/sms_spam/{{{','.join(sorted(DETS))}}}/seed42/metrics.json" in summary
     report = snakemake(workdir, *settings, "--report", "results/report.html", timeout=600)
     assert report.returncode == 0, report.stdout[-5000:]
     html = (results / "report.html").read_text()
-    for name in ("curves_stage1.png", "transfer_matrix.png", "summary.md", "resources.csv", "stage1.csv"):
+    for name in ("curves_original.png", "transfer_matrix.png", "summary.md", "resources.csv", "original.csv"):
         assert name in html, name
 
     # Up to date now; changing one DET's option reruns exactly that DET's jobs and what reads them.
@@ -148,7 +148,7 @@ def test_smoke_config_runs_end_to_end(workdir):
     assert "Nothing to be done" in again.stdout, again.stdout
     changed = snakemake(workdir, "-n", *settings, 'dets={"lora": {"rank": 2}}')  # one --config, two entries
     # Stage 1 of LoRA only; the subspace is learned from every DET, so stage 2 and what follows rerun whole.
-    assert stage_jobs(changed.stdout) == {"train_det": 2, "collect_vectors": 1, "stage1_table": 1, "decompose": 1,
-                                          "subspace_train": 5, "transfer": 1, "subspace_tables": 1}
-    retrained = re.findall(r"rule train_det:\n(?:.*\n)*?\s+wildcards: task=\w+, det=(\w+)", changed.stdout)
+    assert stage_jobs(changed.stdout) == {"original": 2, "collect_vectors": 1, "original_table": 1, "decompose": 1,
+                                          "optimize": 5, "transfer": 1, "result_tables": 1}
+    retrained = re.findall(r"rule original:\n(?:.*\n)*?\s+wildcards: task=\w+, det=(\w+)", changed.stdout)
     assert retrained == ["lora"] * 2

@@ -7,7 +7,7 @@
     art.export_peft("lora", found.point, "my_lora")  # a PEFT adapter folder (deltaspace.export)
 
 The folder holds stage 2's subspace.safetensors unchanged (every DET's up/down projection and theta_init, with the
-DET specs, backbone spec, init_seed, r and training tasks as metadata; read by stage2.load_subspace), the training
+DET specs, backbone spec, init_seed, r and training tasks as metadata; read by subspace.load_subspace), the training
 tasks' points (points.csv) and a generated model card (README.md).
 """
 from __future__ import annotations
@@ -22,11 +22,12 @@ import torch
 from .dets import DeltaModel
 from .export import PEFT_METHODS, TASK_TYPES, check_exportable, rebuild_delta_model, save_peft_adapter
 from .io import atomic_path, load_tensors, read_json, tensor_digest
-from .stage2 import POINTS_FILE, SUBSPACE_FILE, load_subspace
-from .stage3 import tokenised_batches, train_intrinsic as train_in_subspace
-from .tasks import TASK_SUMMARY_FILE, Example, read_split
+from .subspace import load_subspace
+from .job import Job
+from .optimize import tokenised_batches, train_intrinsic as train_in_subspace
+from .paths import Artifact, TaskData, file_in
+from .tasks import Example, read_split
 
-CARD_FILE = "README.md"
 
 
 @dataclass
@@ -49,10 +50,11 @@ def _task_splits(data, task: str | None) -> tuple[dict[str, list[Example]], str,
     """(splits, task name, primary metric) from a prepared task folder, a {split: examples} dict or one list."""
     if isinstance(data, (str, Path)):
         folder = Path(data)
-        splits = {name: read_split(folder / f"{name}.jsonl") for name in ("train", "dev")}
-        if (folder / "test.jsonl").exists():
-            splits["test"] = read_split(folder / "test.jsonl")
-        summary = folder / TASK_SUMMARY_FILE
+        files = TaskData.at(folder)
+        splits = {name: read_split(files.split(name)) for name in ("train", "dev")}
+        if files.test.exists():
+            splits["test"] = read_split(files.test)
+        summary = files.summary
         primary = read_json(summary).get("primary_metric", "accuracy") if summary.exists() else "accuracy"
         return splits, task or folder.name, primary
     if isinstance(data, dict):
@@ -76,7 +78,7 @@ class SubspaceArtifact:
 
     def __init__(self, path: str | Path, backbone: str | None = None, device: str | torch.device = "cpu"):
         self.path = Path(path)
-        tensor_file = self.path / SUBSPACE_FILE if self.path.is_dir() else self.path
+        tensor_file = file_in(self.path, Artifact, "subspace")
         self.subspace, self.inits, self.metadata = load_subspace(tensor_file)
         self.source = tensor_file
         specs = json.loads(self.metadata["dets"])  # stored with sorted keys: keep stage 2's DET order
@@ -149,8 +151,9 @@ class SubspaceArtifact:
         stage = {"lrs": list(lrs), "optimizer": optimizer, "steps": steps, "batch_size": batch_size,
                  "eval_every": eval_every or steps, "eval_batch_size": eval_batch_size}
         batches = tokenised_batches(model.backbone, splits, task, stage, seed, self.device)
-        found = train_in_subspace(model, self.subspace.up[det], self.inits[det].to(self.device), batches, stage,
-                                  seed, primary, precision, self.device, log or (lambda message: None))
+        job = Job(self.device, precision, {det: model}, {det: self.inits[det].to(self.device)})
+        found = train_in_subspace(job, det, self.subspace.up[det], batches, stage, seed, primary,
+                                  log or (lambda message: None))
         return IntrinsicResult(found["point"], found["dev"], found["test"], found["lr"], found["best_step"],
                                found["history"])
 
@@ -168,26 +171,26 @@ def load(path: str | Path, backbone: str | None = None, device: str | torch.devi
     return SubspaceArtifact.load(path, backbone, device)
 
 
-def write_artifact(subspace_path: str | Path, out_dir: str | Path, points_path: str | Path | None = None,
-                   metrics_path: str | Path | None = None) -> Path:
-    """Copy stage 2's outputs into one folder and write its model card."""
+def write_artifact(subspace_path: str | Path, out, points_path: str | Path | None = None,
+                   metrics_path: str | Path | None = None) -> Artifact:
+    """Copy decompose's outputs into the Artifact files `out` (or into that folder) and write its model card."""
     from .backbones import detect_kind, resolve_model_path
     from transformers import AutoConfig
 
-    out_dir = Path(out_dir)
+    out = Artifact.of(out)
     subspace, inits, meta = load_subspace(subspace_path)  # refuses a truncated or foreign file before copying
     backbone = json.loads(meta["backbone"])
     kind = backbone.get("kind", "auto")
     if kind == "auto":
         kind = detect_kind(AutoConfig.from_pretrained(resolve_model_path(backbone["name_or_path"])))
     metrics = read_json(metrics_path, what="stage-2 metrics") if metrics_path else None
-    for source, name in ((subspace_path, SUBSPACE_FILE), (points_path, POINTS_FILE)):
+    for source, target in ((subspace_path, out.subspace), (points_path, out.points)):
         if source is not None:
-            with atomic_path(out_dir / name) as tmp:
+            with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
-    with atomic_path(out_dir / CARD_FILE) as tmp:
+    with atomic_path(out.card) as tmp:
         tmp.write_text(model_card(meta, kind, metrics, has_points=points_path is not None))
-    return out_dir
+    return out
 
 
 def _options(spec: dict) -> str:
@@ -226,11 +229,11 @@ def model_card(meta: dict, kind: str, metrics: dict | None = None, has_points: b
         "",
         "## Files",
         "",
-        f"- `{SUBSPACE_FILE}`: `up.<DET>.weight` (D x r), `down.<DET>.*` (D -> r), `init.<DET>` (theta_init);"
+        f"- `{Artifact.subspace}`: `up.<DET>.weight` (D x r), `down.<DET>.*` (D -> r), `init.<DET>` (theta_init);"
         " metadata: DET specs, backbone spec, init_seed, r, training tasks",
     ]
     if has_points:
-        lines.append(f"- `{POINTS_FILE}`: each training task's point per DET (`i0`...) and reconstruction error")
+        lines.append(f"- `{Artifact.points}`: each training task's point per DET (`i0`...) and reconstruction error")
     lines += [
         "",
         "## Use",
@@ -247,12 +250,16 @@ def model_card(meta: dict, kind: str, metrics: dict | None = None, has_points: b
     return "\n".join(lines)
 
 
-def export_stage3(intrinsic_path: str | Path, subspace: str | Path, folder: str | Path,
-                  backbone: str | None = None) -> Path:
-    """A stage-3 solution (results/stage3/.../intrinsic.safetensors: I* of one DET) decoded and saved as PEFT."""
+def export_optimize(intrinsic_path: str | Path, subspace: str | Path, out, backbone: str | None = None,
+                    threads: int | None = None) -> Path:
+    """An optimize solution (an OptimizeRun intrinsic file: I* of one DET) decoded and saved as a PEFT adapter
+    (the PeftAdapter files `out`, or into that folder). subspace: the artifact folder or its subspace file."""
+    from .hardware import configure_threads
+
+    configure_threads(threads)
     tensors, meta = load_tensors(intrinsic_path)
     art = load(subspace, backbone)
     art._check_det(meta["det"])
     check_exportable(meta["det"], art.det_specs[meta["det"]]["method"])  # before loading any model
-    return art.export_peft(meta["det"], tensors["intrinsic"], folder,
+    return art.export_peft(meta["det"], tensors["intrinsic"], out,
                            {"intrinsic": str(intrinsic_path), "task": meta["task"], "seed": int(meta["seed"])})

@@ -10,21 +10,20 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 from matplotlib.ticker import MaxNLocator
 
-from .files import METRICS_FILE, RESULT_FILE  # RESULT_FILE: stage 3's, without importing stage3 (torch)
 from .io import atomic_path, read_json
+from .paths import FIGURE_FORMATS, Figures, OptimizeRun, OriginalRun, file_in
 from .sources import read_table
 
-FIGURE_FORMATS = ("png", "pdf")
 SCORES = ["own_space", "subspace", "random_subspace"]
 STAGE3_STYLES = {"learned": {"linestyle": "-"}, "random": {"linestyle": "--"}}
 SCORE_LABELS = {"own_space": "own space (stage 1)", "subspace": "learned subspace", "random_subspace": "random subspace"}
 
 
-def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
-    """stem.png and stem.pdf, each written atomically; no timestamps, so reruns give the same bytes."""
+def save_figure(fig: Figure, png: str | Path) -> list[Path]:
+    """The PNG and its PDF twin (same stem), each written atomically; no timestamps, so reruns give the same bytes."""
     paths = []
     for fmt in FIGURE_FORMATS:
-        path = Path(f"{stem}.{fmt}")
+        path = Path(png).with_suffix(f".{fmt}")
         metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
@@ -42,7 +41,7 @@ def transfer_matrix(table: pd.DataFrame) -> pd.DataFrame:
     return matrix.reindex(index=dets, columns=dets)
 
 
-def plot_transfer_matrix(transfer_csv: str | Path, stem: str | Path) -> list[Path]:
+def plot_transfer_matrix(transfer_csv: str | Path, png: str | Path) -> list[Path]:
     table = read_table(transfer_csv, ["task", "seed", "source_det", "target_det", "relative"], "transfer table")
     matrix = transfer_matrix(table)
     n = len(matrix)
@@ -59,7 +58,7 @@ def plot_transfer_matrix(transfer_csv: str | Path, stem: str | Path) -> list[Pat
     tasks, seeds = table["task"].nunique(), table["seed"].nunique()
     ax.set_title(f"Transfer: % of the target's own-space score\n(mean over {tasks} task(s), {seeds} seed(s))")
     fig.colorbar(image, ax=ax, label="relative performance (%)")
-    return save_figure(fig, stem)
+    return save_figure(fig, png)
 
 
 # ---- relative performance -----------------------------------------------------------------------------
@@ -79,7 +78,7 @@ def relative_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.join(grouped.size().rename("seeds")).reset_index()
 
 
-def plot_relative_performance(relative_csv: str | Path, stem: str | Path) -> list[Path]:
+def plot_relative_performance(relative_csv: str | Path, png: str | Path) -> list[Path]:
     table = read_table(relative_csv, ["task", "task_role", "det", "seed", *SCORES, "relative"],
                        "relative-performance table")
     summary, per_seed = relative_summary(table), relative_by_seed(table)
@@ -110,17 +109,17 @@ def plot_relative_performance(relative_csv: str | Path, stem: str | Path) -> lis
     axes[0].set_ylabel("test score (primary metric), mean over tasks")
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle("Subspace optimization vs. tuning in the DET's own space (bars: mean over seeds; whiskers: min-max)")
-    return save_figure(fig, stem)
+    return save_figure(fig, png)
 
 
 # ---- training curves ----------------------------------------------------------------------------------
 
 
-def stage1_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
-    """One row per stage-1 run and evaluation (step 0: the init): task, det, seed, step, train_loss, dev."""
+def original_curves(metrics_files: list[str | Path]) -> pd.DataFrame:
+    """One row per original (stage-1) run and evaluation (step 0: the init): task, det, seed, step, train_loss, dev."""
     rows = []
-    for run_dir in run_dirs:
-        path = Path(run_dir) / METRICS_FILE
+    for given in metrics_files:
+        path = file_in(given, OriginalRun, "metrics")
         m = read_json(path, what="stage-1 metrics")
         key = f"dev_{m['primary_metric']}"
         if "init_dev" in m:  # the dev score at the DET's init: where training started
@@ -128,23 +127,23 @@ def stage1_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
                          "dev": m["init_dev"]})
         for entry in m.get("history") or []:
             if key not in entry:
-                raise ValueError(f"stage-1 metrics {path}: a history entry lacks {key!r}; rerun that train_det job")
+                raise ValueError(f"stage-1 metrics {path}: a history entry lacks {key!r}; rerun that original job")
             rows.append({"task": m["task"], "det": m["det"], "seed": m["seed"], "step": entry["step"],
                          "train_loss": entry["train_loss"], "dev": entry[key]})
     return pd.DataFrame(rows, columns=["task", "det", "seed", "step", "train_loss", "dev"])
 
 
-def stage2_curves(metrics_json: str | Path) -> pd.DataFrame:
+def decompose_curves(metrics_json: str | Path) -> pd.DataFrame:
     """Stage 2's evaluations: step, reconstruction, task_loss, dev_mixed."""
     history = read_json(metrics_json, what="stage-2 metrics").get("history") or []
     return pd.DataFrame(history, columns=["step", "reconstruction", "task_loss", "dev_mixed"])
 
 
-def stage3_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
-    """One row per stage-3 evaluation, in the learned and in the random subspace, for every lr of the grid."""
+def optimize_curves(results: list[str | Path]) -> pd.DataFrame:
+    """One row per optimize (stage-3) evaluation, in the learned and in the random subspace, for every lr."""
     rows = []
-    for run_dir in run_dirs:
-        r = read_json(Path(run_dir) / RESULT_FILE, what="stage-3 result")
+    for given in results:
+        r = read_json(file_in(given, OptimizeRun, "result"), what="stage-3 result")
         for space, key in (("learned", "history"), ("random", "random_history")):
             for entry in r.get(key) or []:
                 rows.append({"task": r["task"], "det": r["det"], "seed": r["seed"], "subspace": space,
@@ -179,17 +178,17 @@ def _curve_grid(curves: pd.DataFrame, title: str, line_groups: list[str], styles
     return fig
 
 
-def plot_stage1_curves(run_dirs: list[str | Path], stem: str | Path) -> list[Path]:
-    curves = stage1_curves(run_dirs)
+def plot_original_curves(run_dirs: list[str | Path], png: str | Path) -> list[Path]:
+    curves = original_curves(run_dirs)
     if curves.empty:
-        raise ValueError(f"no stage-1 history in {len(run_dirs)} metrics file(s); rerun train_det")
+        raise ValueError(f"no stage-1 history in {len(run_dirs)} metrics file(s); rerun original")
     seeds = curves["seed"].nunique()
     fig = _curve_grid(curves, f"Stage 1: each DET tuned in its own space ({seeds} seed(s) per task)", ["seed"])
-    return save_figure(fig, stem)
+    return save_figure(fig, png)
 
 
-def plot_stage2_curves(metrics_json: str | Path, stem: str | Path) -> list[Path]:
-    curves = stage2_curves(metrics_json)
+def plot_decompose_curves(metrics_json: str | Path, png: str | Path) -> list[Path]:
+    curves = decompose_curves(metrics_json)
     if curves.empty:
         raise ValueError(f"stage-2 metrics {metrics_json} hold no history; rerun decompose")
     labels = {"reconstruction": "reconstruction distance\n(sum over DETs)", "task_loss": "task loss at the mixed point\n(sum over DETs)",
@@ -201,25 +200,25 @@ def plot_stage2_curves(metrics_json: str | Path, stem: str | Path) -> list[Path]
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title(label, fontsize=9)
     fig.suptitle("Stage 2: learning the shared subspace")
-    return save_figure(fig, stem)
+    return save_figure(fig, png)
 
 
-def plot_stage3_curves(run_dirs: list[str | Path], stem: str | Path) -> list[Path]:
-    curves = stage3_curves(run_dirs)
+def plot_optimize_curves(run_dirs: list[str | Path], png: str | Path) -> list[Path]:
+    curves = optimize_curves(run_dirs)
     if curves.empty:
-        raise ValueError(f"no stage-3 history in {len(run_dirs)} result file(s); rerun subspace_train")
+        raise ValueError(f"no stage-3 history in {len(run_dirs)} result file(s); rerun optimize")
     fig = _curve_grid(curves, "Stage 3: intrinsic vector trained in the learned (solid) and a random (dashed) subspace",
                       ["seed", "subspace", "lr"],
                       styles=lambda k: STAGE3_STYLES[k["subspace"]],
                       style_legend=[(f"{space} subspace", style) for space, style in STAGE3_STYLES.items()])
-    return save_figure(fig, stem)
+    return save_figure(fig, png)
 
 
-def make_figures(transfer_csv, relative_csv, stage1_runs, stage2_metrics, stage3_runs, out_dir) -> list[Path]:
-    """Every figure of the report under out_dir, as <name>.png and <name>.pdf."""
-    out_dir = Path(out_dir)
-    return [*plot_transfer_matrix(transfer_csv, out_dir / "transfer_matrix"),
-            *plot_relative_performance(relative_csv, out_dir / "relative_performance"),
-            *plot_stage1_curves(stage1_runs, out_dir / "curves_stage1"),
-            *plot_stage2_curves(stage2_metrics, out_dir / "curves_stage2"),
-            *plot_stage3_curves(stage3_runs, out_dir / "curves_stage3")]
+def make_figures(transfer_csv, relative_csv, original_metrics, decompose_metrics, optimize_results, out) -> list[Path]:
+    """Every figure of the report: the Figures files `out` (or into that folder), each PNG with its PDF twin."""
+    out = Figures.of(out)
+    return [*plot_transfer_matrix(transfer_csv, out.transfer_matrix),
+            *plot_relative_performance(relative_csv, out.relative_performance),
+            *plot_original_curves(original_metrics, out.curves_original),
+            *plot_decompose_curves(decompose_metrics, out.curves_decompose),
+            *plot_optimize_curves(optimize_results, out.curves_optimize)]

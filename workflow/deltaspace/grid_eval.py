@@ -9,7 +9,8 @@ Two ways, same scores:
   over the functional forward), which refills the small batches: the frozen backbone's matmuls become one
   large matmul over all the points' rows (which threads split well), what no vector touches (embeddings; the
   answers' encodings under prompt tuning) is computed once, and the DET's own weights (LoRA, adapter, prefix
-  keys/values, prompts, bias deltas) are batched per point.
+  keys/values, prompts, bias deltas) are batched per point. A DET whose config declares vmap = False gets the
+  same batches one vector per pass (`stacked_forward`).
   What the device decides: how many rows one pass holds (`TARGET_TOKENS`), the precision (bf16 only where
   the hardware runs it natively, hardware.resolve_precision), and the attention kernel: on CUDA the fused
   kernels have vmap batching rules; on CPU the fused kernel has none (vmap would loop over the points), so
@@ -137,6 +138,14 @@ def attention_for_vmap(device: torch.device):
     return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else contextlib.nullcontext()
 
 
+def stacked_forward(model, batch: ScoringBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(P, D) vectors -> (P, B, C) scores: vmap over the functional forward, or one vector at a time for a DET
+    whose config declares vmap = False (dets/base.py says what vmap asks of a DET)."""
+    if model.det.config.vmap:
+        return vmap(lambda vector: model.functional_scores(vector, batch))
+    return lambda vectors: torch.stack([model.functional_scores(vector, batch) for vector in vectors])
+
+
 @torch.no_grad()
 def stacked_scores(model, vectors: torch.Tensor | VectorRows, n_points: int, devset: DevSet, precision: str,
                    device: torch.device, max_points_per_pass: int | None = None) -> torch.Tensor:
@@ -144,7 +153,7 @@ def stacked_scores(model, vectors: torch.Tensor | VectorRows, n_points: int, dev
     per_batch = []
     for batch in devset.batches:
         stack = points_per_pass(batch, model.num_parameters, device, max_points_per_pass)
-        forward = vmap(lambda vector: model.functional_scores(vector, batch))
+        forward = stacked_forward(model, batch)
         chunks = []
         for start in range(0, n_points, stack):
             chunk = _rows(vectors, start, min(n_points, start + stack)).to(device)

@@ -71,6 +71,25 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def load_checkpoint(path: str | Path, digest: str, log, stage: str) -> dict | None:
+    """A job's saved state, if the file is readable and was written for these settings (`digest`); else None,
+    logged: an unreadable or foreign checkpoint costs a restart, never a crash and never a wrong result."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as err:  # truncated, corrupt or not a torch file at all
+        log(f"[{stage}] ignoring unreadable checkpoint {path}: {err}")
+        return None
+    if not isinstance(state, dict) or state.get("digest") != digest:
+        log(f"[{stage}] ignoring checkpoint {path}: written for other settings")
+        return None
+    return state
+
+
 def tensor_digest(t) -> str:
     return hashlib.sha256(t.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 

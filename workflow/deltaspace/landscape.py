@@ -27,14 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .files import DELTA_FILE, METRICS_FILE
 from .io import atomic_path, load_tensors, read_json, tensor_digest, write_json
-
-GRID_FILE = "grid.csv"
-AREA_FILE = "area.csv"
-INFO_FILE = "landscape.json"
-REGION_STEM = "region"
-INTRINSIC_FILE = "intrinsic.safetensors"  # stage3.VECTOR_FILE (stage3 imports the models; this needs only the name)
+from .paths import Landscape, OptimizeRun, OriginalRun, file_in
 AREA_COLUMNS = ["task", "seed", "fraction", "area", "area_fraction", "grid_area", "points_inside", "grid_points",
                 "plane_rule", "metric", "dev_examples", "source"]
 
@@ -99,7 +93,7 @@ def plane_through(points: torch.Tensor, margin: float, tolerance: float = 1e-6) 
     points = points.double()
     k, r = points.shape
     if r < 2:
-        raise ValueError("the landscape needs a subspace of at least 2 dimensions (subspace.intrinsic_dim >= 2)")
+        raise ValueError("the landscape needs a subspace of at least 2 dimensions (decompose.intrinsic_dim >= 2)")
     if k < 2:
         raise ValueError("the landscape needs the points of at least 2 DETs")
     box = (-margin, 1.0 + margin)
@@ -152,7 +146,7 @@ def region_area(inside: pd.DataFrame, plane: Plane) -> dict:
 # ---- inputs --------------------------------------------------------------------------------------------
 
 
-def anchor_points(task: str, seed: int, dets: list[str], points_csv: str | Path, stage3_dirs: dict[str, Path]):
+def anchor_points(task: str, seed: int, dets: list[str], points_csv: str | Path, stage3: dict[str, Path]):
     """(source, {det: point}) of the task: points.csv where the subspace saw the task, else stage-3 I*."""
     from .sources import read_table
 
@@ -165,50 +159,53 @@ def anchor_points(task: str, seed: int, dets: list[str], points_csv: str | Path,
             raise ValueError(f"{points_csv} has no point of DET(s) {missing} for task {task!r} seed {seed}")
         by_det = rows.set_index("det")
         return str(points_csv), {d: torch.tensor(by_det.loc[d, columns].to_numpy(dtype=float)) for d in dets}
-    missing = sorted(set(dets) - set(stage3_dirs))
+    missing = sorted(set(dets) - set(stage3))
     if missing:
         raise ValueError(f"task {task!r} seed {seed} is not in {points_csv} (the subspace never saw it) and has no "
-                         f"stage-3 run of DET(s) {missing}: list it in subspace.unseen_tasks, or pick a train task")
-    return "stage 3", stage3_points(stage3_dirs)
+                         f"stage-3 run of DET(s) {missing}: list it in decompose.unseen_tasks, or pick a train task")
+    return "stage 3", stage3_points(stage3)
 
 
-def stage3_points(stage3_dirs: dict[str, Path]) -> dict[str, torch.Tensor]:
-    return {det: load_tensors(Path(folder) / INTRINSIC_FILE)[0]["intrinsic"].double()
-            for det, folder in stage3_dirs.items()}
+def stage3_points(intrinsic_files: dict[str, Path]) -> dict[str, torch.Tensor]:
+    """Each DET's optimize vector I* (from its intrinsic file, or its OptimizeRun folder)."""
+    return {det: load_tensors(file_in(given, OptimizeRun, "intrinsic"))[0]["intrinsic"].double()
+            for det, given in intrinsic_files.items()}
 
 
-def own_space_solution(run_dir: Path, init: torch.Tensor, det: str) -> tuple[torch.Tensor, dict]:
-    """init + the stage-1 delta of a run (checked to be a delta from this init), and its metrics.json."""
-    tensors, meta = load_tensors(run_dir / DELTA_FILE)
+def own_space_solution(run: OriginalRun, init: torch.Tensor, det: str) -> tuple[torch.Tensor, dict]:
+    """init + the stage-1 delta of a run (checked to be a delta from this init), and its metrics."""
+    tensors, meta = load_tensors(run.delta)
     if meta.get("init_digest") not in (None, tensor_digest(init)):
-        raise ValueError(f"{run_dir / DELTA_FILE} was trained from another init of DET {det!r} than the subspace's; "
+        raise ValueError(f"{run.delta} was trained from another init of DET {det!r} than the subspace's; "
                          "rerun the stages before this one")
-    return init + tensors["delta"].to(init), read_json(run_dir / METRICS_FILE, what="stage-1 metrics")
+    return init + tensors["delta"].to(init), read_json(run.metrics, what="stage-1 metrics")
 
 
 # ---- the stage -----------------------------------------------------------------------------------------
 
 
 def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, points_csv: str | Path,
-              stage1_dirs: dict[str, str | Path], stage3_dirs: dict[str, str | Path], data_dir: str | Path,
-              out_dir: str | Path, threads: int | None = None, log=print) -> dict:
-    """Writes grid.csv, area.csv, landscape.json, heatmap_{det}.png/.pdf and region.png/.pdf into out_dir."""
+              original: dict, data, out, optimize: dict | None = None, threads: int | None = None, log=print) -> dict:
+    """Writes the Landscape files `out` (or into that folder): grid, area, info, one heat map per DET and the
+    region map (each PNG with a PDF twin). original: {det: OriginalRun or its folder}; optimize: {det: intrinsic
+    file or OptimizeRun folder} (the points of a task the subspace never saw; empty for a training task)."""
     from .grid_eval import point_metrics, stacked_scores, tokenise_by_length
-    from .hardware import job_setup
-    from .stage1 import load_task_splits
-    from .stage2 import check_inits, load_det_models, load_subspace
+    from .job import load_task_splits, start_job
+    from .subspace import load_subspace
 
     started = time.perf_counter()
-    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    out, optimize = Landscape.of(out), optimize or {}
     settings = spec["landscape"]
-    device, precision = job_setup(spec, threads)
     dets = list(spec["dets"])
-    splits, task_info = load_task_splits(data_dir, task)
+    splits, task_info = load_task_splits(data, task)
     metric = task_info.get("primary_metric", "accuracy")
     dev = splits["dev"][: settings["dev_examples"]]
     subspace, inits, _ = load_subspace(subspace_path)
+    job = start_job(spec, threads, init_digests={d: tensor_digest(vector) for d, vector in inits.items()},
+                    source=subspace_path)
+    device, precision = job.device, job.precision
     subspace = subspace.to(device)
-    source, anchors = anchor_points(task, seed, dets, points_csv, {d: Path(p) for d, p in stage3_dirs.items()})
+    source, anchors = anchor_points(task, seed, dets, points_csv, optimize)
     plane = plane_through(torch.stack([anchors[d] for d in dets]), settings["margin"])
     u, v = grid_coordinates(plane, settings["resolution"])
     grid_points = plane.at(u, v).float().to(device)
@@ -216,14 +213,12 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
     log(f"[landscape] task={task} seed={seed} dets={dets} plane={plane.rule} grid={settings['resolution']}^2 "
         f"dev examples={len(dev)} device={device} precision={precision} points from {source}")
 
-    models = load_det_models(spec, device)
-    check_inits(models, {d: tensor_digest(vector) for d, vector in inits.items()}, subspace_path)
     frames, own = [], {}
-    for det, model in models.items():
+    for det, model in job.models.items():
         det_started = time.perf_counter()
-        init = inits[det].to(device)
+        init = job.inits[det]
         devset = tokenise_by_length(model.backbone, dev, task, device)
-        solution, stage1 = own_space_solution(Path(stage1_dirs[det]), init, det)
+        solution, stage1 = own_space_solution(OriginalRun.of(original[det]), init, det)
         own[det] = point_metrics(stacked_scores(model, solution[None], 1, devset, precision, device), devset.labels)[0]
         own_full = stage1["dev"] if stage1.get("primary_metric", metric) == metric else float("nan")
 
@@ -241,20 +236,20 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
             f"own space {own[det][metric]:.4f} on these {len(dev)} examples ({own_full:.4f} on the full dev split)")
     grid = pd.concat(frames, ignore_index=True)
     grid["relative"] = grid["score"] / grid["own_space"]
-    with atomic_path(out_dir / GRID_FILE) as tmp:
+    with atomic_path(out.grid) as tmp:
         grid.to_csv(tmp, index=False, float_format="%.6g")
 
     inside = region_map(grid, settings["fraction"])
     area = {"task": task, "seed": seed, "fraction": settings["fraction"], **region_area(inside, plane),
-            "plane_rule": plane.rule, "metric": metric, "dev_examples": len(dev), "source": str(out_dir / GRID_FILE)}
-    with atomic_path(out_dir / AREA_FILE) as tmp:
+            "plane_rule": plane.rule, "metric": metric, "dev_examples": len(dev), "source": str(out.grid)}
+    with atomic_path(out.area) as tmp:
         pd.DataFrame([area], columns=AREA_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
 
-    stage3 = stage3_points({d: Path(p) for d, p in stage3_dirs.items()})
+    stage3 = stage3_points(optimize)
     marks = Marks.of(plane, anchors, stage3)
     for det in dets:
-        plot_heatmap(grid[grid["det"] == det], plane, marks, det, settings["fraction"], out_dir / f"heatmap_{det}")
-    plot_region(inside, plane, marks, area, out_dir / REGION_STEM)
+        plot_heatmap(grid[grid["det"] == det], plane, marks, det, settings["fraction"], out.heatmap(det))
+    plot_region(inside, plane, marks, area, out.region)
     info = {"task": task, "seed": seed, "plane": {"rule": plane.rule, "origin": plane.origin.tolist(),
                                                   "axis_u": plane.axis_u.tolist(), "axis_v": plane.axis_v.tolist(),
                                                   "u_range": plane.u_range, "v_range": plane.v_range},
@@ -262,17 +257,17 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
             "stage3": {d: p.tolist() for d, p in stage3.items()}, "own_space": own, "settings": settings,
             "device": str(device), "precision": precision, "seconds": round(time.perf_counter() - started, 2),
             **{k: area[k] for k in ("area", "area_fraction")}}
-    write_json(out_dir / INFO_FILE, info)
+    write_json(out.info, info)
     log(f"[landscape] done: region where every DET reaches {settings['fraction']:.0%} of its own space: "
         f"{area['area_fraction']:.1%} of the grid ({area['area']:.4g} in subspace units) in {info['seconds']} s")
     return info
 
 
-def landscape_area_table(run_dirs: list[str | Path], out: str | Path) -> pd.DataFrame:
-    """results/tables/landscape_area.csv: every landscape's area row."""
+def landscape_area_table(areas: list[str | Path], out: str | Path) -> pd.DataFrame:
+    """The landscape area table: every landscape's area row (area files, or Landscape folders)."""
     from .sources import read_table
 
-    table = pd.concat([read_table(Path(d) / AREA_FILE, AREA_COLUMNS, "landscape area") for d in run_dirs],
+    table = pd.concat([read_table(file_in(given, Landscape, "area"), AREA_COLUMNS, "landscape area") for given in areas],
                       ignore_index=True).sort_values(["task", "seed"], ignore_index=True)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
@@ -339,7 +334,7 @@ def plane_figure(x: np.ndarray, y: np.ndarray, width: float):
     return Figure(figsize=(width, float(np.clip(4.2 * aspect, 2.2, 6.0)) + 1.4), layout="constrained")
 
 
-def plot_heatmap(frame: pd.DataFrame, plane: Plane, marks: Marks, det: str, fraction: float, stem) -> list[Path]:
+def plot_heatmap(frame: pd.DataFrame, plane: Plane, marks: Marks, det: str, fraction: float, png) -> list[Path]:
     from .figures import save_figure
 
     x, y, score = _mesh(frame, plane, "score")
@@ -356,10 +351,10 @@ def plot_heatmap(frame: pd.DataFrame, plane: Plane, marks: Marks, det: str, frac
     if marks.stage3:
         ax.legend(loc="lower right", fontsize=7)
     fig.colorbar(image, ax=ax, label=f"dev {metric}")
-    return save_figure(fig, stem)
+    return save_figure(fig, png)
 
 
-def plot_region(inside: pd.DataFrame, plane: Plane, marks: Marks, area: dict, stem) -> list[Path]:
+def plot_region(inside: pd.DataFrame, plane: Plane, marks: Marks, area: dict, png) -> list[Path]:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -376,4 +371,4 @@ def plot_region(inside: pd.DataFrame, plane: Plane, marks: Marks, area: dict, st
                  fontsize=9)
     inside_patch = Patch(color=colors[1], label=f"every DET >= {area['fraction']:.0%} of its own space")
     ax.legend(handles=[inside_patch, *ax.get_legend_handles_labels()[0]], loc="lower right", fontsize=7)
-    return save_figure(fig, stem)
+    return save_figure(fig, png)

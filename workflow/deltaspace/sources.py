@@ -26,7 +26,7 @@ def read_table(path: str | Path, columns: list[str], what: str) -> pd.DataFrame:
 
 
 def compact_paths(paths) -> str:
-    """Paths as one brace pattern (results/stage1/trec/{lora,prefix}/seed42/metrics.json) when that pattern
+    """Paths as one brace pattern (results/original/trec/{lora,prefix}/seed42/metrics.json) when that pattern
     names exactly these files, else listed with '; ': a row of an aggregate table names every file behind it."""
     unique = sorted({PurePosixPath(str(p)) for p in paths})
     if len(unique) <= 1:

@@ -5,9 +5,12 @@ A DET whose dense D x r projection matrix would be too large (D * r above `dense
 gets Fastfood projections instead (projections.py): the same interface, memory linear in D."""
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import nn
 
+from .io import load_tensors, save_tensors, tensor_digest
 from .projections import Fastfood, FastfoodDownLayer
 
 MIXING_SCHEMES = ("paper", "dirichlet")
@@ -169,3 +172,32 @@ def wide_least_squares(delta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     singular_rtol = delta.shape[1] ** 0.5 * torch.finfo(delta.dtype).eps
     inverse = torch.linalg.pinv(gram, rtol=singular_rtol ** 2, hermitian=True)  # the Gram's eigenvalues are s^2
     return delta.T @ (inverse @ z.double()).to(delta.dtype)
+
+
+# ---- the subspace as a file: what stage 2 writes and every later stage reads ---------------------------------
+
+
+def save_subspace(path, subspace: Subspace, models, inits, spec, tasks) -> None:
+    """One artifact: every DET's up/down projection and init, with what is needed to rebuild the DETs."""
+    tensors = {f"{kind}.{name}": t for kind, module in (("down", subspace.down), ("up", subspace.up))
+               for name, t in module.state_dict().items()}
+    tensors |= {f"init.{det}": v for det, v in inits.items()}
+    metadata = {"dets": json.dumps(spec["dets"], sort_keys=True), "backbone": json.dumps(spec["backbone"], sort_keys=True),
+                "init_seed": spec["init_seed"], "intrinsic_dim": subspace.rank, "train_tasks": json.dumps(tasks),
+                "init_digests": json.dumps({det: tensor_digest(v) for det, v in inits.items()}),
+                "dims": json.dumps({det: m.num_parameters for det, m in models.items()}),
+                "projections": json.dumps({det: "fastfood" if det in subspace.structured else "dense"
+                                           for det in subspace.dets})}
+    save_tensors(path, tensors, metadata)
+
+
+def load_subspace(path) -> tuple[Subspace, dict[str, torch.Tensor], dict]:
+    """(subspace, {det: init vector}, metadata) from a subspace.safetensors artifact."""
+    tensors, meta = load_tensors(path)
+    kinds = json.loads(meta.get("projections", "{}"))  # absent: written before structured projections existed
+    subspace = Subspace(json.loads(meta["dims"]), int(meta["intrinsic_dim"]),
+                        structured=[det for det, kind in kinds.items() if kind == "fastfood"])
+    for kind, module in (("down", subspace.down), ("up", subspace.up)):
+        module.load_state_dict({k[len(kind) + 1:]: v for k, v in tensors.items() if k.startswith(kind + ".")})
+    inits = {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")}
+    return subspace, inits, meta

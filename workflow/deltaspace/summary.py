@@ -26,8 +26,8 @@ def _markdown(frame: pd.DataFrame, digits: int = 1) -> str:
     return frame.to_markdown(index=False, disable_numparse=True)
 
 
-def stage1_section(stage1_csv: str | Path) -> tuple[str, pd.DataFrame]:
-    table = read_table(stage1_csv, ["task", "det", "seed", "test", "majority", "source"], "stage-1 table")
+def original_section(original_csv: str | Path) -> tuple[str, pd.DataFrame]:
+    table = read_table(original_csv, ["task", "det", "seed", "test", "majority", "source"], "stage-1 table")
     dets = list(pd.unique(table["det"]))
     rows = []
     for task, group in table.groupby("task", sort=False):
@@ -38,7 +38,7 @@ def stage1_section(stage1_csv: str | Path) -> tuple[str, pd.DataFrame]:
     # The per-DET mean: first over seeds within a task, so every task weighs the same.
     per_task = table.groupby(["det", "task"], sort=False)["test"].mean()
     rows.append({"task": "mean over tasks", "majority": f"{table.groupby('task')['majority'].first().mean():.3f}",
-                 **{det: f"{per_task[det].mean():.3f}" for det in dets}, "source": str(stage1_csv)})
+                 **{det: f"{per_task[det].mean():.3f}" for det in dets}, "source": str(original_csv)})
     frame = pd.DataFrame(rows, columns=["task", "majority", *dets, "source"])
     seeds = table["seed"].nunique()
     text = ("## Original space: each DET tuned alone (stage 1)\n\n"
@@ -48,10 +48,10 @@ def stage1_section(stage1_csv: str | Path) -> tuple[str, pd.DataFrame]:
     return text, frame
 
 
-def relative_section(relative_csv: str | Path, stage1_csv: str | Path) -> tuple[str, pd.DataFrame]:
+def relative_section(relative_csv: str | Path, original_csv: str | Path) -> tuple[str, pd.DataFrame]:
     table = read_table(relative_csv, ["task", "task_role", "det", "seed", "own_space", "subspace", "random_subspace",
                                       "relative", "random_relative", "source"], "relative-performance table")
-    stage1 = read_table(stage1_csv, ["task", "det", "seed", "source"], "stage-1 table")
+    stage1 = read_table(original_csv, ["task", "det", "seed", "source"], "stage-1 table")
     table = table.merge(stage1[["task", "det", "seed", "source"]].rename(columns={"source": "stage1_source"}),
                         on=["task", "det", "seed"], how="left")
     rows = []
@@ -128,10 +128,10 @@ def resources_section(resources_csv: str | Path) -> tuple[str, pd.DataFrame]:
     return text, table
 
 
-def write_summary(out: str | Path, stage1_csv, relative_csv, transfer_csv, transfer_runs, resources_csv=None,
+def write_summary(out: str | Path, original_csv, relative_csv, transfer_csv, transfer_runs, resources_csv=None,
                   landscape_csv=None) -> str:
     """The summary page; the landscape and resource sections only where those tables are given."""
-    sections = [stage1_section(stage1_csv)[0], relative_section(relative_csv, stage1_csv)[0],
+    sections = [original_section(original_csv)[0], relative_section(relative_csv, original_csv)[0],
                 transfer_section(transfer_csv, transfer_runs)[0]]
     if landscape_csv is not None:
         sections.append(landscape_section(landscape_csv)[0])

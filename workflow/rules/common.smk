@@ -1,4 +1,6 @@
 # Config validation, result paths, per-rule resources and the JSON specs the rules hand to the CLI.
+import dataclasses
+import itertools
 import json
 import os
 import shlex
@@ -10,6 +12,16 @@ from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 
+# The results layout lives in the package (torch-free); a conda-deployed run reads it from this checkout.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+from deltaspace import paths  # noqa: E402
+from deltaspace.paths import (  # noqa: E402
+    ARTIFACT, BENCHMARK_FILES, DATA, DECOMPOSE_CHECKPOINT, DECOMPOSITION, FIGURES_FILES, LANDSCAPE, LANDSCAPE_AREA,
+    LOGS, OPTIMIZE, ORIGINAL, ORIGINAL_CHECKPOINT, ORIGINAL_TABLE, PEFT, RESOURCES, RESULT_TABLES, SUMMARY, TRANSFER,
+    VECTORS,
+)
+
+
 # Task and DET names become path parts; seeds are plain integers.
 wildcard_constraints:
     task="[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -17,30 +29,6 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-DATA_DIR = "results/data/{task}"
-STAGE1_RUN = "results/stage1/{task}/{det}/seed{seed}"
-STAGE1_CHECKPOINTS = "results/checkpoints/stage1/{task}/{det}/seed{seed}"
-VECTORS_DIR = "results/vectors"
-SUBSPACE_DIR = "results/subspace"
-SUBSPACE_CHECKPOINTS = "results/checkpoints/subspace"
-STAGE3_RUN = "results/stage3/{task}/{det}/seed{seed}"
-TRANSFER_RUN = "results/transfer/{task}/seed{seed}.csv"
-TABLES_DIR = "results/tables"
-LOGS_DIR = "results/logs"
-FIGURES_DIR = "results/figures"
-SUMMARY = "results/summary.md"
-LANDSCAPE_AREA = "results/tables/landscape_area.csv"
-LANDSCAPE_RUN = "results/landscape/{task}/seed{seed}"
-EXPORT_SUBSPACE = "results/export/subspace"
-EXPORT_PEFT_RUN = "results/export/peft/{task}/{det}/seed{seed}"
-# Snakemake's per-job benchmark records (wall time, peak memory) of every heavy rule, summed by resource_table.
-BENCHMARKS = {
-    "train_det": "results/benchmarks/train_det/{task}/{det}/seed{seed}.tsv",
-    "decompose": "results/benchmarks/decompose/subspace.tsv",
-    "subspace_train": "results/benchmarks/subspace_train/{task}/{det}/seed{seed}.tsv",
-    "transfer": "results/benchmarks/transfer/{task}/seed{seed}.tsv",
-    "landscape": "results/benchmarks/landscape/{task}/seed{seed}.tsv",
-}
 TEMPLATE_FIELDS = {"input", "task"}
 
 
@@ -48,7 +36,7 @@ TEMPLATE_FIELDS = {"input", "task"}
 
 
 def config_key(path):
-    """'stage1.steps', 'seeds[0]', or 'the top level' for an error's location in the config."""
+    """'original.steps', 'seeds[0]', or 'the top level' for an error's location in the config."""
     key = ""
     for part in path:
         key += f"[{part}]" if isinstance(part, int) else f".{part}"
@@ -97,15 +85,35 @@ def read_back_command_line_scalars(config, given):
             config[key] = scalar_from_text(value)
 
 
+# Config keys of earlier versions: stages go by one name from config key to rule, module and results folder.
+RENAMED_KEYS = {"stage1": "original", "subspace": "decompose", "stage3": "optimize"}
+RENAMED_RULES = {"train_det": "original", "stage1_table": "original_table", "subspace_train": "optimize",
+                 "subspace_tables": "result_tables"}
+
+
+def check_renamed_keys(config):
+    """An old config names the key that replaced each renamed one, instead of a bare 'not allowed'."""
+    renamed = [(old, new) for old, new in RENAMED_KEYS.items() if old in config]
+    renamed += [(f"resources.{old}", f"resources.{new}") for old, new in RENAMED_RULES.items()
+                if old in (config.get("resources") or {})]
+    if renamed:
+        raise WorkflowError(
+            "Invalid configuration: " + "; ".join(f"config key {old!r} is now {new!r}" for old, new in renamed)
+            + " (each stage has one name from config key to rule, module and results folder); rename it in your config"
+        )
+
+
 def validate_config(config, schema):
     """Fill in the schema's defaults and check every key before any job runs."""
     read_back_command_line_scalars(config, workflow.config_settings.config or {})
+    check_renamed_keys(config)
     try:
         validate(config, schema)
     except WorkflowError as err:
         cause = err.__context__
         detail = schema_error_message(cause) if hasattr(cause, "absolute_path") else str(err)
         raise WorkflowError(f"Invalid configuration: {detail}") from None
+    check_det_specs(config, schema)
     check_input_template(config["backbone"]["input_template"])
     check_task_specs(config["tasks"])
     check_crossfit_data(config["tasks"], config.get("crossfit_dir"))
@@ -124,6 +132,16 @@ def check_input_template(template):
             f"Invalid configuration: config key 'backbone.input_template' uses {{{unknown[0]}}}; "
             f"allowed placeholders: {{input}}, {{task}} (write {{{{ }}}} for a literal brace)"
         )
+
+
+def check_det_specs(config, schema):
+    """Each DET's options against its method's declaration (deltaspace/dets/<method>/config.py), which the schema
+    file leaves open so that a new DET touches only its own folder and the registry."""
+    from deltaspace.config_schema import first_error
+
+    error = first_error(config, os.path.join(workflow.basedir, schema))
+    if error is not None:
+        raise WorkflowError(f"Invalid configuration: {schema_error_message(error)}")
 
 
 def check_task_specs(tasks):
@@ -225,12 +243,12 @@ def prepare_task_spec(wildcards):
     return as_json(spec)
 
 
-def train_det_spec(wildcards):
+def original_spec(wildcards):
     return as_json(
         {
             "backbone": config["backbone"],
             "det": config["dets"][wildcards.det],
-            "training": config["stage1"],
+            "original": config["original"],
             "init_seed": config["init_seed"],
             "precision": config["precision"],
             "device": config["device"],
@@ -238,93 +256,89 @@ def train_det_spec(wildcards):
     )
 
 
-def stage1_runs(det=None, tasks=None):
-    """Stage-1 output folders, for one DET or for all, of the given tasks or all, in config order."""
-    dets = det_names() if det is None else [det]
-    return [
-        STAGE1_RUN.format(task=task, det=d, seed=seed)
-        for d in dets
-        for task in (task_names() if tasks is None else tasks)
-        for seed in config["seeds"]
-    ]
+def each(pattern, **values):
+    """A pattern (a path, or a stage's Files) filled in for every combination of the given values (lists)."""
+    keys = list(values)
+    combos = [dict(zip(keys, combo)) for combo in itertools.product(*(values[k] for k in keys))]
+    return [pattern.format(**c) if isinstance(pattern, str) else pattern.formatted(**c) for c in combos]
 
 
-def subspace_train_tasks():
-    return list(config["subspace"]["train_tasks"])
+def original_runs(det=None, tasks=None):
+    """OriginalRun files, for one DET or for all, of the given tasks or all, in config order."""
+    return each(ORIGINAL, det=det_names() if det is None else [det], task=task_names() if tasks is None else tasks,
+                seed=config["seeds"])
+
+
+def decompose_train_tasks():
+    return list(config["decompose"]["train_tasks"])
 
 
 def task_roles():
     """seen: the subspace was learned from it; unseen (multi-task) or target (single-task): it was not."""
-    other = "unseen" if config["subspace"]["setting"] == "multi" else "target"
-    roles = {task: other for task in config["subspace"]["unseen_tasks"]}
-    if config["subspace"]["optimize_seen"]:
-        roles.update({task: "seen" for task in subspace_train_tasks()})
+    other = "unseen" if config["decompose"]["setting"] == "multi" else "target"
+    roles = {task: other for task in config["decompose"]["unseen_tasks"]}
+    if config["decompose"]["optimize_seen"]:
+        roles.update({task: "seen" for task in decompose_train_tasks()})
     return roles
 
 
 def check_subspace_tasks():
-    """Stage 2 and 3 task lists must name configured tasks and must not overlap."""
+    """The decomposition's task lists must name configured tasks and must not overlap."""
     known = set(task_names())
-    sub = config["subspace"]
+    sub = config["decompose"]
     for key in ("train_tasks", "unseen_tasks"):
         unknown = sorted(set(sub[key]) - known)
         if unknown:
             raise WorkflowError(
-                f"Invalid configuration: config key 'subspace.{key}' names task(s) {unknown} that are not under 'tasks'"
+                f"Invalid configuration: config key 'decompose.{key}' names task(s) {unknown} that are not under 'tasks'"
             )
     both = sorted(set(sub["train_tasks"]) & set(sub["unseen_tasks"]))
     if both:
         raise WorkflowError(
-            f"Invalid configuration: config keys 'subspace.train_tasks' and 'subspace.unseen_tasks' share {both}; "
+            f"Invalid configuration: config keys 'decompose.train_tasks' and 'decompose.unseen_tasks' share {both}; "
             "a task the subspace is learned from cannot be unseen"
         )
 
 
 def check_landscape_tasks():
     """A landscape needs the task's points: a train task has them in points.csv, an unseen one from stage 3."""
-    without_points = [t for t in landscape_tasks() if t not in subspace_train_tasks() and t not in task_roles()]
+    without_points = [t for t in landscape_tasks() if t not in decompose_train_tasks() and t not in task_roles()]
     if without_points:
         raise WorkflowError(
             f"Invalid configuration: config key 'landscape.tasks' names task(s) {without_points} that are neither in "
-            "subspace.train_tasks nor in subspace.unseen_tasks, so they have no points in the subspace"
+            "decompose.train_tasks nor in decompose.unseen_tasks, so they have no points in the subspace"
         )
 
 
-def stage3_runs(det=None, task=None, seed=None):
-    return [
-        STAGE3_RUN.format(task=t, det=d, seed=s)
-        for t in ([task] if task else task_roles())
-        for d in ([det] if det else det_names())
-        for s in ([seed] if seed else config["seeds"])
-    ]
+def optimize_runs(det=None, task=None, seed=None):
+    """OptimizeRun files of every task with a role, DET and seed (or of the one given)."""
+    return each(OPTIMIZE, task=[task] if task else list(task_roles()), det=[det] if det else det_names(),
+                seed=[seed] if seed else config["seeds"])
 
 
 def transfer_runs():
-    return [TRANSFER_RUN.format(task=t, seed=s) for t in task_roles() for s in config["seeds"]]
+    return each(TRANSFER, task=list(task_roles()), seed=config["seeds"])
 
 
 def benchmark_records():
     """(rule, benchmark file) of every benchmarked job, stage by stage: what resource_table sums."""
-    seeds = config["seeds"]
+    seeds, dets, roles = config["seeds"], det_names(), list(task_roles())
     jobs = {
-        "train_det": [dict(task=t, det=d, seed=s) for d in det_names() for t in task_names() for s in seeds],
-        "decompose": [{}],
-        "subspace_train": [dict(task=t, det=d, seed=s) for t in task_roles() for d in det_names() for s in seeds],
-        "transfer": [dict(task=t, seed=s) for t in task_roles() for s in seeds],
-        "landscape": [dict(task=t, seed=s) for t in landscape_tasks() for s in seeds],  # landscape.smk
+        "original": each(BENCHMARK_FILES["original"], det=dets, task=task_names(), seed=seeds),
+        "decompose": [BENCHMARK_FILES["decompose"]],
+        "optimize": each(BENCHMARK_FILES["optimize"], task=roles, det=dets, seed=seeds),
+        "transfer": each(BENCHMARK_FILES["transfer"], task=roles, seed=seeds),
+        "landscape": each(BENCHMARK_FILES["landscape"], task=landscape_tasks(), seed=seeds),
     }
-    return [(rule, BENCHMARKS[rule].format(**w)) for rule, wildcards in jobs.items() for w in wildcards]
+    return [(rule, path) for rule, files in jobs.items() for path in files]
 
 
 def peft_exports():
-    """A PEFT adapter folder per stage-3 solution of each DET whose method PEFT implements (deltaspace.export)."""
-    try:
-        from deltaspace.export import PEFT_METHODS
-    except ImportError:  # snakemake runs outside the package's environment (--use-conda): read this checkout's
-        sys.path.append(os.path.join(workflow.basedir, "workflow"))
-        from deltaspace.export import PEFT_METHODS
+    """A PEFT adapter per stage-3 solution of each DET whose method PEFT implements (deltaspace.export)."""
+    from deltaspace.export import PEFT_METHODS
+
     dets = [det for det in det_names() if config["dets"][det]["method"] in PEFT_METHODS]
-    return [EXPORT_PEFT_RUN.format(task=t, det=d, seed=s) for t in task_roles() for d in dets for s in config["seeds"]]
+    return each(PEFT, task=list(task_roles()), det=dets, seed=config["seeds"])
 
 
 def common_spec():
@@ -333,33 +347,38 @@ def common_spec():
 
 def decompose_spec(wildcards):
     # Only what stage 2 reads: choosing other stage-3 tasks must not retrain the subspace.
-    stage2 = {k: v for k, v in config["subspace"].items() if k not in ("setting", "unseen_tasks", "optimize_seen")}
-    return as_json({**common_spec(), "dets": config["dets"], "subspace": stage2, "seed": config["subspace"]["seed"]})
+    settings = {k: v for k, v in config["decompose"].items() if k not in ("setting", "unseen_tasks", "optimize_seen")}
+    return as_json({**common_spec(), "dets": config["dets"], "decompose": settings, "seed": config["decompose"]["seed"]})
 
 
-def subspace_train_spec(wildcards):
+def optimize_spec(wildcards):
     return as_json({**common_spec(), "dets": {wildcards.det: config["dets"][wildcards.det]},
-                    "stage3": config["stage3"]})
+                    "optimize": config["optimize"]})
 
 
 def transfer_spec(wildcards):
-    return as_json({**common_spec(), "dets": config["dets"], "stage3": config["stage3"]})
+    return as_json({**common_spec(), "dets": config["dets"], "optimize": config["optimize"]})
 
 
 def landscape_tasks():
     """landscape.tasks, or by default the first unseen/target task (else the first train task)."""
-    return list(config["landscape"]["tasks"] or (config["subspace"]["unseen_tasks"] or subspace_train_tasks())[:1])
+    return list(config["landscape"]["tasks"] or (config["decompose"]["unseen_tasks"] or decompose_train_tasks())[:1])
 
 
 def landscape_runs():
-    return [LANDSCAPE_RUN.format(task=t, seed=s) for t in landscape_tasks() for s in config["seeds"]]
+    return each(LANDSCAPE, task=landscape_tasks(), seed=config["seeds"])
 
 
-def landscape_stage3(wildcards):
+def landscape_optimize(wildcards):
     """The task's stage-3 vectors: its points if the subspace never saw it, else marks on its maps."""
     if wildcards.task not in task_roles():
-        return []
-    return [f"{run}/intrinsic.safetensors" for run in stage3_runs(task=wildcards.task, seed=wildcards.seed)]
+        return {}
+    return {det: run.intrinsic for det in det_names() for run in optimize_runs(det, wildcards.task, wildcards.seed)}
+
+
+def landscape_original(wildcards):
+    """Each DET's stage-1 run of the task: its own-space score on the grid's examples."""
+    return {det: ORIGINAL.formatted(task=wildcards.task, det=det, seed=wildcards.seed) for det in det_names()}
 
 
 def landscape_spec(wildcards):
@@ -368,7 +387,32 @@ def landscape_spec(wildcards):
     return as_json({**common_spec(), "dets": config["dets"], "landscape": settings})
 
 
+def named(files, prefix=""):
+    """A stage's Files as a rule's named inputs or outputs (prefix: to tell several stages' files apart)."""
+    return {prefix + f.name: getattr(files, f.name) for f in dataclasses.fields(files)}
+
+
+def files_option(name, files_by_key):
+    """--name FIELD=PATH ... for one stage's Files, or KEY.FIELD=PATH ... for {key: Files} (tasks, DETs)."""
+    groups = files_by_key.items() if isinstance(files_by_key, dict) else [("", files_by_key)]
+    pairs = [f"{key + '.' if key else ''}{f.name}={getattr(group, f.name)}"
+             for key, group in groups for f in dataclasses.fields(group)]
+    return f"--{name} " + " ".join(shlex.quote(p) for p in pairs)
+
+
+def io_files(cls, io, prefix=""):
+    """The Files a rule declared with named(...), read back from its input or output."""
+    return cls(**{f.name: io[prefix + f.name] for f in dataclasses.fields(cls)})
+
+
+def pairs_option(name, mapping):
+    """--name KEY=PATH ... for a job's command line."""
+    return f"--{name} " + " ".join(shlex.quote(f"{key}={path}") for key, path in mapping.items())
+
+
 def final_outputs():
-    return [SUMMARY, f"{FIGURES_DIR}/transfer_matrix.png"] + [f"{TABLES_DIR}/{name}" for name in ("relative_performance.csv", "transfer.csv")] + [f"{TABLES_DIR}/stage1.csv"] + [
-        f"{VECTORS_DIR}/{det}{suffix}" for det in det_names() for suffix in (".safetensors", "_index.csv")
-    ] + [f"{EXPORT_SUBSPACE}/README.md"] + [f"{run}/adapter_config.json" for run in peft_exports()] + [LANDSCAPE_AREA]
+    return [
+        SUMMARY, FIGURES_FILES.transfer_matrix, RESULT_TABLES.relative, RESULT_TABLES.transfer, ORIGINAL_TABLE,
+        *[path for det in det_names() for path in VECTORS.formatted(det=det).paths()],
+        ARTIFACT.card, *[run.config for run in peft_exports()], LANDSCAPE_AREA,
+    ]

@@ -3,15 +3,12 @@
 
 rule prepare_task:
     output:
-        train=f"{DATA_DIR}/train.jsonl",
-        dev=f"{DATA_DIR}/dev.jsonl",
-        test=f"{DATA_DIR}/test.jsonl",
-        summary=f"{DATA_DIR}/task.json",
+        **named(DATA),
     params:
         spec=prepare_task_spec,
-        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
+        out=lambda wildcards, output: files_option("out", io_files(paths.TaskData, output)),
     log:
-        f"{LOGS_DIR}/prepare_task/{{task}}.log",
+        f"{LOGS}/prepare_task/{{task}}.log",
     threads: rule_resource("prepare_task", "threads")
     resources:
         mem_mb=rule_resource("prepare_task", "mem_mb"),
@@ -19,5 +16,4 @@ rule prepare_task:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace prepare-task --task {wildcards.task:q} --spec {params.spec:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m deltaspace prepare_task --task {wildcards.task:q} --spec {params.spec:q} {params.out} > {log:q} 2>&1"

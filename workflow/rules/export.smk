@@ -3,22 +3,20 @@
 
 rule subspace_artifact:
     input:
-        subspace=f"{SUBSPACE_DIR}/subspace.safetensors",
-        points=f"{SUBSPACE_DIR}/points.csv",
-        metrics=f"{SUBSPACE_DIR}/metrics.json",
+        **named(DECOMPOSITION),
     output:
-        subspace=f"{EXPORT_SUBSPACE}/subspace.safetensors",
-        points=f"{EXPORT_SUBSPACE}/points.csv",
+        subspace=ARTIFACT.subspace,
+        points=ARTIFACT.points,
         card=report(
-            f"{EXPORT_SUBSPACE}/README.md",
+            ARTIFACT.card,
             caption="../report/export_subspace.rst",
-            category="Subspace",
+            category="Decompose",
             labels={"file": "subspace artifact (model card)"},
         ),
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.card),
+        out=lambda wildcards, output: files_option("out", io_files(paths.Artifact, output)),
     log:
-        f"{LOGS_DIR}/subspace_artifact.log",
+        f"{LOGS}/subspace_artifact.log",
     threads: rule_resource("subspace_artifact", "threads")
     resources:
         mem_mb=rule_resource("subspace_artifact", "mem_mb"),
@@ -26,22 +24,20 @@ rule subspace_artifact:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace subspace-artifact --subspace {input.subspace:q} --points {input.points:q}"
-        " --metrics {input.metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m deltaspace subspace_artifact --subspace-path {input.subspace:q} --points-path {input.points:q}"
+        " --metrics-path {input.metrics:q} {params.out} > {log:q} 2>&1"
 
 
 rule export_peft:
     input:
-        subspace=f"{EXPORT_SUBSPACE}/subspace.safetensors",
-        intrinsic=f"{STAGE3_RUN}/intrinsic.safetensors",
+        subspace=ARTIFACT.subspace,
+        intrinsic=OPTIMIZE.intrinsic,
     output:
-        config=f"{EXPORT_PEFT_RUN}/adapter_config.json",
-        weights=f"{EXPORT_PEFT_RUN}/adapter_model.safetensors",
-        provenance=f"{EXPORT_PEFT_RUN}/deltaspace.json",
+        **named(PEFT),
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.config),
+        out=lambda wildcards, output: files_option("out", io_files(paths.PeftAdapter, output)),
     log:
-        f"{LOGS_DIR}/export_peft/{{task}}/{{det}}/seed{{seed}}.log",
+        f"{LOGS}/export_peft/{{task}}/{{det}}/seed{{seed}}.log",
     threads: rule_resource("export_peft", "threads")
     resources:
         mem_mb=rule_resource("export_peft", "mem_mb"),
@@ -49,5 +45,5 @@ rule export_peft:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace export-peft --intrinsic {input.intrinsic:q} --subspace {input.subspace:q}"
-        " --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
+        "python -m deltaspace export_peft --intrinsic-path {input.intrinsic:q} --subspace {input.subspace:q}"
+        " {params.out} --threads {threads} > {log:q} 2>&1"

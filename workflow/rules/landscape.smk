@@ -4,17 +4,14 @@
 
 rule landscape:
     input:
-        subspace=f"{SUBSPACE_DIR}/subspace.safetensors",
-        points=f"{SUBSPACE_DIR}/points.csv",
-        summary=f"{DATA_DIR}/task.json",
-        stage1=lambda wildcards: [f"{STAGE1_RUN}/delta.safetensors".format(task=wildcards.task, det=d, seed=wildcards.seed)
-                                  for d in det_names()],
-        stage1_metrics=lambda wildcards: [f"{STAGE1_RUN}/metrics.json".format(task=wildcards.task, det=d, seed=wildcards.seed)
-                                          for d in det_names()],
-        stage3=landscape_stage3,
+        subspace=DECOMPOSITION.subspace,
+        points=DECOMPOSITION.points,
+        **named(DATA),
+        original=lambda wildcards: [path for run in landscape_original(wildcards).values() for path in run.paths()],
+        optimize=lambda wildcards: list(landscape_optimize(wildcards).values()),
     output:
         grid=report(
-            f"{LANDSCAPE_RUN}/grid.csv",
+            LANDSCAPE.grid,
             caption="../report/landscape_grid.rst",
             category="Landscape",
             subcategory="{task}",
@@ -22,7 +19,7 @@ rule landscape:
         ),
         heatmaps=[
             report(
-                f"{LANDSCAPE_RUN}/heatmap_{det}.png",
+                LANDSCAPE.heatmap(det),
                 caption="../report/landscape_heatmap.rst",
                 category="Landscape",
                 subcategory="{task}",
@@ -31,26 +28,28 @@ rule landscape:
             for det in det_names()
         ],
         region=report(
-            f"{LANDSCAPE_RUN}/region.png",
+            LANDSCAPE.region,
             caption="../report/landscape_region.rst",
             category="Landscape",
             subcategory="{task}",
             labels={"task": "{task}", "seed": "{seed}", "figure": "region where every DET does well"},
         ),
         # The same figures for papers and slides.
-        pdfs=[f"{LANDSCAPE_RUN}/{name}.pdf" for name in ["region", *(f"heatmap_{det}" for det in det_names())]],
-        area=f"{LANDSCAPE_RUN}/area.csv",
-        info=f"{LANDSCAPE_RUN}/landscape.json",
+        pdfs=[paths.pdf_twin(png) for png in [LANDSCAPE.region, *(LANDSCAPE.heatmap(det) for det in det_names())]],
+        area=LANDSCAPE.area,
+        info=LANDSCAPE.info,
     params:
         spec=landscape_spec,
-        data_dir=lambda wildcards, input: os.path.dirname(input.summary),
-        stage1=lambda wildcards, input: [f"{d}={os.path.dirname(p)}" for d, p in zip(det_names(), input.stage1)],
-        stage3=lambda wildcards, input: [f"{d}={os.path.dirname(p)}" for d, p in zip(det_names(), input.stage3)],
-        out_dir=lambda wildcards, output: os.path.dirname(output.grid),
+        data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
+        original=lambda wildcards: files_option("original", landscape_original(wildcards)),
+        optimize=lambda wildcards: pairs_option("optimize", landscape_optimize(wildcards)) if landscape_optimize(wildcards) else "",
+        out=lambda wildcards, output: files_option(
+            "out", paths.Landscape(grid=output.grid, area=output.area, info=output.info, region=output.region)
+        ),
     log:
-        f"{LOGS_DIR}/landscape/{{task}}/seed{{seed}}.log",
+        f"{LOGS}/landscape/{{task}}/seed{{seed}}.log",
     benchmark:
-        BENCHMARKS["landscape"]
+        BENCHMARK_FILES["landscape"]
     # Ready once its task's stage 3 is done: it goes before the other tasks' stage-3 jobs, so no core idles at the end.
     priority: 1
     threads: rule_resource("landscape", "threads")
@@ -62,14 +61,13 @@ rule landscape:
         "../../envs/deltaspace.yaml"
     shell:
         "python -m deltaspace landscape --task {wildcards.task:q} --seed {wildcards.seed} --spec {params.spec:q}"
-        " --subspace {input.subspace:q} --points {input.points:q} --stage1 {params.stage1:q}"
-        " --stage3 {params.stage3:q} --data-dir {params.data_dir:q} --out-dir {params.out_dir:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --subspace-path {input.subspace:q} --points-csv {input.points:q} {params.original} {params.optimize}"
+        " {params.data} {params.out} --threads {threads} > {log:q} 2>&1"
 
 
 rule landscape_table:
     input:
-        areas=[f"{run}/area.csv" for run in landscape_runs()],
+        areas=[run.area for run in landscape_runs()],
     output:
         report(
             LANDSCAPE_AREA,
@@ -77,10 +75,8 @@ rule landscape_table:
             category="Landscape",
             labels={"table": "area where every DET does well"},
         ),
-    params:
-        runs=lambda wildcards, input: [os.path.dirname(p) for p in input.areas],
     log:
-        f"{LOGS_DIR}/landscape_table.log",
+        f"{LOGS}/landscape_table.log",
     threads: rule_resource("landscape_table", "threads")
     resources:
         mem_mb=rule_resource("landscape_table", "mem_mb"),
@@ -88,4 +84,4 @@ rule landscape_table:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace landscape-table --runs {params.runs:q} --out {output:q} > {log:q} 2>&1"
+        "python -m deltaspace landscape_table --areas {input.areas:q} --out {output:q} > {log:q} 2>&1"

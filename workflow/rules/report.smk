@@ -1,55 +1,34 @@
 # Report: the figures, compute per stage (from every heavy job's benchmark record) and results/summary.md.
 # `snakemake --report results/report.html` bundles these with the tables of the other rules.
 
-FIGURE_NAMES = ["transfer_matrix", "relative_performance", "curves_stage1", "curves_stage2", "curves_stage3"]
+FIGURE_REPORT = {  # figure -> (caption file, report category, label)
+    "transfer_matrix": ("figure_transfer_matrix", "Transfer", "transfer matrix"),
+    "relative_performance": ("figure_relative_performance", "Optimize", "relative performance"),
+    "curves_original": ("curves_original", "Training curves", "stage 1: original space"),
+    "curves_decompose": ("curves_decompose", "Training curves", "stage 2: decompose"),
+    "curves_optimize": ("curves_optimize", "Training curves", "stage 3: intrinsic vector"),
+}
 
 
 rule figures:
     input:
-        transfer=f"{TABLES_DIR}/transfer.csv",
-        relative=f"{TABLES_DIR}/relative_performance.csv",
-        stage1=lambda wildcards: [f"{run}/metrics.json" for run in stage1_runs()],
-        stage2=f"{SUBSPACE_DIR}/metrics.json",
-        stage3=lambda wildcards: [f"{run}/result.json" for run in stage3_runs()],
+        transfer=RESULT_TABLES.transfer,
+        relative=RESULT_TABLES.relative,
+        original=lambda wildcards: [run.metrics for run in original_runs()],
+        decompose=DECOMPOSITION.metrics,
+        optimize=lambda wildcards: [run.result for run in optimize_runs()],
     output:
-        transfer_matrix=report(
-            f"{FIGURES_DIR}/transfer_matrix.png",
-            caption="../report/figure_transfer_matrix.rst",
-            category="Transfer",
-            labels={"figure": "transfer matrix"},
-        ),
-        relative_performance=report(
-            f"{FIGURES_DIR}/relative_performance.png",
-            caption="../report/figure_relative_performance.rst",
-            category="Subspace",
-            labels={"figure": "relative performance"},
-        ),
-        curves_stage1=report(
-            f"{FIGURES_DIR}/curves_stage1.png",
-            caption="../report/curves_stage1.rst",
-            category="Training curves",
-            labels={"figure": "stage 1: own space"},
-        ),
-        curves_stage2=report(
-            f"{FIGURES_DIR}/curves_stage2.png",
-            caption="../report/curves_stage2.rst",
-            category="Training curves",
-            labels={"figure": "stage 2: subspace"},
-        ),
-        curves_stage3=report(
-            f"{FIGURES_DIR}/curves_stage3.png",
-            caption="../report/curves_stage3.rst",
-            category="Training curves",
-            labels={"figure": "stage 3: intrinsic vector"},
-        ),
+        **{
+            name: report(png, caption=f"../report/{caption}.rst", category=category, labels={"figure": label})
+            for name, png in named(FIGURES_FILES).items()
+            for caption, category, label in [FIGURE_REPORT[name]]
+        },
         # The same figures for papers and slides.
-        pdfs=[f"{FIGURES_DIR}/{name}.pdf" for name in FIGURE_NAMES],
+        pdfs=[paths.pdf_twin(png) for png in FIGURES_FILES.paths()],
     params:
-        stage1_runs=lambda wildcards, input: [os.path.dirname(p) for p in input.stage1],
-        stage3_runs=lambda wildcards, input: [os.path.dirname(p) for p in input.stage3],
-        out_dir=lambda wildcards, output: os.path.dirname(output.transfer_matrix),
+        out=lambda wildcards, output: files_option("out", io_files(paths.Figures, output)),
     log:
-        f"{LOGS_DIR}/figures.log",
+        f"{LOGS}/figures.log",
     threads: rule_resource("figures", "threads")
     resources:
         mem_mb=rule_resource("figures", "mem_mb"),
@@ -57,9 +36,9 @@ rule figures:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace figures --transfer {input.transfer:q} --relative {input.relative:q}"
-        " --stage1-runs {params.stage1_runs:q} --stage2-metrics {input.stage2:q} --stage3-runs {params.stage3_runs:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m deltaspace figures --transfer-csv {input.transfer:q} --relative-csv {input.relative:q}"
+        " --original-metrics {input.original:q} --decompose-metrics {input.decompose:q}"
+        " --optimize-results {input.optimize:q} {params.out} > {log:q} 2>&1"
 
 
 rule resource_table:
@@ -67,16 +46,17 @@ rule resource_table:
         benchmarks=lambda wildcards: [path for _, path in benchmark_records()],
     output:
         table=report(
-            f"{TABLES_DIR}/resources.csv",
+            RESOURCES.table,
             caption="../report/resources.rst",
             category="Summary",
             labels={"table": "wall time and peak memory per stage"},
         ),
-        summary=f"{TABLES_DIR}/resources.md",
+        summary=RESOURCES.summary,
     params:
-        records=lambda wildcards: [f"{rule}={path}" for rule, path in benchmark_records()],
+        records=lambda wildcards: " ".join(shlex.quote(f"{rule}={path}") for rule, path in benchmark_records()),
+        out=lambda wildcards, output: files_option("out", io_files(paths.ResourceTable, output)),
     log:
-        f"{LOGS_DIR}/resource_table.log",
+        f"{LOGS}/resource_table.log",
     threads: rule_resource("resource_table", "threads")
     resources:
         mem_mb=rule_resource("resource_table", "mem_mb"),
@@ -84,17 +64,16 @@ rule resource_table:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace resource-table --benchmarks {params.records:q} --out {output.table:q}"
-        " --summary-out {output.summary:q} > {log:q} 2>&1"
+        "python -m deltaspace resource_table --benchmarks {params.records} {params.out} > {log:q} 2>&1"
 
 
 rule summary:
     input:
-        stage1=f"{TABLES_DIR}/stage1.csv",
-        relative=f"{TABLES_DIR}/relative_performance.csv",
-        transfer=f"{TABLES_DIR}/transfer.csv",
+        original=ORIGINAL_TABLE,
+        relative=RESULT_TABLES.relative,
+        transfer=RESULT_TABLES.transfer,
         transfer_runs=lambda wildcards: transfer_runs(),
-        resources=f"{TABLES_DIR}/resources.csv",
+        resources=RESOURCES.table,
         landscape_area=LANDSCAPE_AREA,
     output:
         report(
@@ -104,7 +83,7 @@ rule summary:
             labels={"table": "headline tables (markdown)"},
         ),
     log:
-        f"{LOGS_DIR}/summary.log",
+        f"{LOGS}/summary.log",
     threads: rule_resource("summary", "threads")
     resources:
         mem_mb=rule_resource("summary", "mem_mb"),
@@ -112,6 +91,6 @@ rule summary:
     conda:
         "../../envs/deltaspace.yaml"
     shell:
-        "python -m deltaspace summary --stage1 {input.stage1:q} --relative {input.relative:q}"
-        " --transfer {input.transfer:q} --transfer-runs {input.transfer_runs:q} --resources {input.resources:q}"
-        " --landscape-area {input.landscape_area:q} --out {output:q} > {log:q} 2>&1"
+        "python -m deltaspace summary --original-csv {input.original:q} --relative-csv {input.relative:q}"
+        " --transfer-csv {input.transfer:q} --transfer-runs {input.transfer_runs:q} --resources-csv {input.resources:q}"
+        " --landscape-csv {input.landscape_area:q} --out {output:q} > {log:q} 2>&1"

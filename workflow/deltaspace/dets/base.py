@@ -1,4 +1,4 @@
-"""The DET contract and the model that runs a backbone with a DET's tensors given as one flat vector."""
+"""The DET contract (DeltaTuning) and the model that runs a backbone with a DET's tensors given as one flat vector."""
 from __future__ import annotations
 
 import contextlib
@@ -10,34 +10,54 @@ from torch import nn
 from torch.func import functional_call
 
 from ..backbones import Backbone, ScoringBatch
-
-
-class DetConfigError(ValueError):
-    pass
-
-
-# Every DET accepts these: its own learning rate, and a parameter count to assert (the paper preset's sizes).
-COMMON_OPTIONS = {"method", "lr", "expected_params"}
+from .config import DetConfig, DetConfigError
 
 
 class DeltaTuning(nn.Module):
-    """One delta-tuning method. Subclasses implement `attach`; optional hooks shape the forward pass.
+    """One delta-tuning method: the torch half of a DET folder (model.py); `config` is its declaration (config.py:
+    options with defaults and help, PEFT type, vmap support). What every stage relies on:
 
-    Trainable tensors are whatever `attach` leaves with requires_grad=True (the backbone is frozen first),
-    so the solution vector's layout follows the model's own parameter order.
+    - Solution vector: `attach(backbone)` adds the DET's tensors to the backbone, whose parameters are all frozen
+      first. The tensors left with requires_grad=True are the DET, and its solution vector is them flattened and
+      concatenated in DeltaModel.named_parameters() order: the backbone's modules in their registration order
+      (a replaced module keeps its place), then the DET's own submodules. Nothing may re-create or reorder them
+      after `attach`.
+    - theta_init: `attach` runs under torch.manual_seed(init_seed) in a forked RNG (DeltaModel), so random inits
+      draw from torch's global generator there and the same spec, backbone and init_seed give the same vector
+      bit for bit; every later stage adds its deltas to it. `init_seed` may change nothing (fine-tuning, BitFit).
+    - Functional forward: DeltaModel.functional_scores(vector, batch) runs the backbone with the DET's tensors
+      replaced by pieces of `vector` through torch.func.functional_call, differentiably: stage 1 passes a
+      Parameter, stages 2 and 3 pass init + Up(point) and need gradients with respect to the point, transfer and
+      the landscape score many vectors. So the forward reads its tensors as module attributes at call time (no
+      copy cached at `attach`, nothing derived from them outside `forward`/`active()`) and never writes to them.
+      The hooks: `input_prefix()` returns embeddings prepended to the input (prompt tuning); `active()` is the
+      context in which the backbone forward sees the DET (prefix tuning) and undoes its effect on exit.
+    - vmap: the landscape (grid_eval.stacked_scores) runs functional_scores under torch.func.vmap over a (P, D)
+      stack of vectors with one shared, unbatched batch, under autocast where the precision is bf16. With
+      `config.vmap = True` (the default) the forward must be vmap-safe: no Python branching, .item() or .tolist()
+      on values computed from the DET's tensors, no in-place write of them into an unbatched tensor
+      (buffer.copy_(p), x[i] = p), no random ops, and no tensor derived from them kept after the call (`active()`
+      resets what it sets). Ops without a vmap batching rule still run, looping per point. A DET that cannot meet
+      this declares `vmap = False` in its config.py; the landscape then scores it one vector per forward pass.
+    - Where it attaches: through the backbone family's profile (dets/architectures.py, which a new model family
+      touches) or a module-name option of its own, so a new DET needs no new profile field.
+    - Export: a DET whose config declares `peft_type` implements `peft_adapter` (deltaspace.export).
     """
 
-    method: ClassVar[str]
-    options: ClassVar[dict] = {}  # option name -> default
+    config: ClassVar[type[DetConfig]]
 
     def __init__(self, spec: dict):
         super().__init__()
-        unknown = set(spec) - set(self.options) - COMMON_OPTIONS
+        allowed = self.config.allowed_keys()
+        unknown = set(spec) - allowed
         if unknown:
             raise DetConfigError(
-                f"DET method {self.method!r}: unknown option(s) {sorted(unknown)}; allowed: {sorted(self.options)}"
-            )
-        self.spec = {**self.options, **spec, "method": self.method}
+                f"DET method {self.method!r}: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        self.spec = {**self.config.defaults(), **spec, "method": self.method}
+
+    @property
+    def method(self) -> str:
+        return self.config.method
 
     def attach(self, backbone: Backbone) -> None:
         raise NotImplementedError
@@ -49,6 +69,10 @@ class DeltaTuning(nn.Module):
     def active(self):
         """Context in which the backbone forward sees this DET (prefix tuning sets per-layer keys/values)."""
         return contextlib.nullcontext()
+
+    def peft_adapter(self, backbone: Backbone):
+        """(PEFT config, tensors keyed as PeftModel.from_pretrained loads them) of the DET's current tensors."""
+        raise NotImplementedError(f"DET {self.method!r} declares no peft_type")
 
 
 class DeltaModel(nn.Module):

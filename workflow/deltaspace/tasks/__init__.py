@@ -6,7 +6,7 @@ from .example import Example
 from .metrics import METRICS, accuracy, macro_f1, majority_baseline, majority_label, score_all
 from .package_data import DEFAULT_WHEELS_DIR, DOWNLOAD_COMMAND
 from .packaged import PACKAGED_TASKS, PackagedTask, load_packaged, packaged_task_names
-from .prepare import TASK_SUMMARY_FILE, prepare_task
+from .prepare import prepare_task, prepare_task_job
 from .raw_task import SPLIT_NAMES, RawTask
 from .sources import load_task, validate_spec
 from .split import dedupe, normalize_text, stratified_split
@@ -18,7 +18,6 @@ __all__ = [
     "METRICS",
     "PACKAGED_TASKS",
     "SPLIT_NAMES",
-    "TASK_SUMMARY_FILE",
     "Example",
     "PackagedTask",
     "RawTask",
@@ -34,6 +33,7 @@ __all__ = [
     "normalize_text",
     "packaged_task_names",
     "prepare_task",
+    "prepare_task_job",
     "read_split",
     "resolve_crossfit_path",
     "score_all",

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 from .errors import TaskDataError
 from .example import Example
 from .raw_task import SPLIT_NAMES
+from .source_options import CrossFitSource
 
-DEFAULT_MAX_CANDIDATES = 20
 _OPTION_MARKER = re.compile(r"\(([A-Z])\)\s*")
 
 
@@ -115,7 +115,7 @@ def load_crossfit_splits(task: str, spec: dict[str, Any]) -> tuple[dict[str, lis
     folder = Path(spec["path"])
     if not folder.is_dir():
         raise TaskDataError(f"task {task!r}: CrossFit folder {folder} does not exist (key 'path')")
-    max_candidates = spec.get("max_candidates", DEFAULT_MAX_CANDIDATES)
+    max_candidates = spec.get("max_candidates", CrossFitSource.max_candidates)
     files = crossfit_files(spec)
     pairs = {split: _read_pairs(task, path) for split, path in files.items()}
     splits: dict[str, list[Example]] = {}

@@ -11,6 +11,7 @@ import pandas as pd
 from .errors import TaskDataError
 from .example import Example
 from .labels import examples_from_columns, label_mapping, require_columns
+from .source_options import ColumnSource
 
 FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "tsv"}
 
@@ -57,9 +58,9 @@ def load_file_examples(task: str, spec: dict[str, Any]) -> list[Example]:
         raise TaskDataError(f"task {task!r}: data file {path} does not exist (key 'path', cwd {Path.cwd()})")
     fmt = file_format(task, path, spec.get("format"))
     present, columns = _read_jsonl_columns(task, path) if fmt == "jsonl" else _read_table_columns(task, path, fmt)
-    text_column = spec.get("text_column", "text")
+    text_column = spec.get("text_column", ColumnSource.text_column)
     pair_column = spec.get("text_pair_column")
-    label_column = spec.get("label_column", "label")
+    label_column = spec.get("label_column", ColumnSource.label_column)
     origin = f"file {path}"
     require_columns(task, origin, present, [text_column, pair_column, label_column])
     mapping = label_mapping(task, spec.get("labels"), columns[label_column])

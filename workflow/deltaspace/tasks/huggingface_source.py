@@ -8,6 +8,7 @@ from typing import Any
 from .errors import TaskDataError
 from .example import Example
 from .labels import examples_from_columns, label_mapping, raw_label_key, require_columns
+from .source_options import ColumnSource
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -58,9 +59,9 @@ def load_huggingface_examples(task: str, spec: dict[str, Any]) -> tuple[list[Exa
     import datasets
 
     dataset = _select_splits(task, _load(task, spec), spec.get("split"))
-    text_column = spec.get("text_column", "text")
+    text_column = spec.get("text_column", ColumnSource.text_column)
     pair_column = spec.get("text_pair_column")
-    label_column = spec.get("label_column", "label")
+    label_column = spec.get("label_column", ColumnSource.label_column)
     origin = f"Hugging Face dataset {spec['path']!r}"
     require_columns(task, origin, dataset.column_names, [text_column, pair_column, label_column])
     raw_labels = dataset[label_column]

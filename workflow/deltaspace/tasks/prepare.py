@@ -1,13 +1,15 @@
-"""Prepare one task: load, de-duplicate, split, and write train/dev/test jsonl plus task.json."""
+"""Prepare one task: load, de-duplicate, split, and write the split files plus the task's summary."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..paths import TaskData
 from .errors import TaskDataError
 from .example import Example
 from .metrics import METRICS, majority_baseline
@@ -17,7 +19,6 @@ from .sources import load_task
 from .split import dedupe, remove_cross_split_duplicates, stratified_split, subsample_given_splits
 from .split_files import atomic_write_bytes, encode_examples
 
-TASK_SUMMARY_FILE = "task.json"
 SUMMARY_FORMAT_VERSION = 1
 
 
@@ -59,11 +60,12 @@ def prepare_task(
     spec: Mapping[str, Any],
     sizes: Mapping[str, int],
     seed: int,
-    out_dir: Path | str,
+    out,
     wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR,
     crossfit_dir: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Write out_dir/{train,dev,test}.jsonl and out_dir/task.json; return the task.json content."""
+    """Write the TaskData files `out` (or into that folder): the split files and the task's summary; return
+    the summary."""
     sizes = validate_sizes(task_name, sizes)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TaskDataError(f"task {task_name!r}: seed must be an integer, got {seed!r}")
@@ -75,12 +77,13 @@ def prepare_task(
                 f"task {task_name!r}: split {split!r} is empty ({n_unique} usable examples after "
                 f"de-duplication, sizes {sizes}); the source has too little data"
             )
-    out_dir = Path(out_dir)
+    out = TaskData.of(out)
     files = {}
     for split in SPLIT_NAMES:
         data = encode_examples(splits[split])
-        atomic_write_bytes(out_dir / f"{split}.jsonl", data)
-        files[split] = {"path": f"{split}.jsonl", "examples": len(splits[split]),
+        atomic_write_bytes(out.split(split), data)
+        # Relative to the summary: the folder of split files can move as one.
+        files[split] = {"path": os.path.relpath(out.split(split), Path(out.summary).parent), "examples": len(splits[split]),
                         "sha256": hashlib.sha256(data).hexdigest()}
     n_labels = max(len(example.candidates) for split in splits.values() for example in split)
     kind = raw.kind
@@ -107,5 +110,12 @@ def prepare_task(
     }
     # task.json goes last: its presence means the split files beside it are complete.
     text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write_bytes(out_dir / TASK_SUMMARY_FILE, text.encode("utf-8"))
+    atomic_write_bytes(Path(out.summary), text.encode("utf-8"))
     return summary
+
+
+def prepare_task_job(task: str, spec: Mapping[str, Any], out) -> dict[str, Any]:
+    """The prepare_task rule's job: its spec holds the task's config entry, the split sizes, the data seed and
+    where the data wheels and CrossFit folders are."""
+    return prepare_task(task, spec["task"], spec["sizes"], spec["seed"], out, wheels_dir=spec.get("wheels_dir"),
+                        crossfit_dir=spec.get("crossfit_dir"))

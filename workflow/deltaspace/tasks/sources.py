@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..options import REQUIRED, json_type
 from .crossfit import load_crossfit_splits, resolve_crossfit_path
 from .errors import TaskDataError
 from .file_source import load_file_examples
@@ -13,19 +16,16 @@ from .metrics import METRICS
 from .package_data import DEFAULT_WHEELS_DIR
 from .packaged import PACKAGED_TASKS, load_packaged
 from .raw_task import RawTask
+from .source_options import SOURCES, CrossFitSource
 
-_COMMON_KEYS = {"source", "description", "primary_metric"}
-_COLUMN_KEYS = {"text_column", "text_pair_column", "label_column", "labels"}
-# Per source: (required keys, optional keys).
-SPEC_KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "packaged": (set(), {"name"}),
-    "file": ({"path"}, {"format"} | _COLUMN_KEYS),
-    "huggingface": ({"path"}, {"name", "split"} | _COLUMN_KEYS),
-    # path: the task's folder; may be left out where a top-level crossfit_dir holds a folder named after the task.
-    "crossfit": (set(), {"path", "prefix", "max_candidates"}),
-}
-_STRING_KEYS = {"path", "name", "format", "text_column", "text_pair_column", "label_column", "prefix",
-                "description", "primary_metric"}
+
+def _keys(source: str) -> tuple[set[str], set[str], set[str]]:
+    """(required, allowed, string-valued) keys of a source's entries, from its declaration."""
+    declared = fields(SOURCES[source])
+    types = typing.get_type_hints(SOURCES[source])
+    required = {f.name for f in declared if f.default is REQUIRED}
+    strings = {f.name for f in declared if json_type(types[f.name]) == {"type": "string"}}
+    return required, {"source"} | {f.name for f in declared}, strings
 
 
 def validate_spec(task: str, spec: Any) -> dict[str, Any]:
@@ -34,20 +34,17 @@ def validate_spec(task: str, spec: Any) -> dict[str, Any]:
         raise TaskDataError(f"task {task!r}: the task entry must be a mapping with a 'source' key, got {spec!r}")
     spec = dict(spec)
     source = spec.get("source")
-    if source not in SPEC_KEYS:
-        raise TaskDataError(f"task {task!r}: key 'source' must be one of {sorted(SPEC_KEYS)}, got {source!r}")
-    required, optional = SPEC_KEYS[source]
+    if source not in SOURCES:
+        raise TaskDataError(f"task {task!r}: key 'source' must be one of {sorted(SOURCES)}, got {source!r}")
+    required, allowed, strings = _keys(source)
     for key in sorted(required - spec.keys()):
         raise TaskDataError(f"task {task!r}: source {source!r} needs key {key!r}")
-    for key in sorted(spec.keys() - required - optional - _COMMON_KEYS):
-        raise TaskDataError(
-            f"task {task!r}: unknown key {key!r} for source {source!r}; allowed: "
-            f"{sorted(required | optional | _COMMON_KEYS)}"
-        )
-    for key in sorted(spec.keys() & _STRING_KEYS):
+    for key in sorted(spec.keys() - allowed):
+        raise TaskDataError(f"task {task!r}: unknown key {key!r} for source {source!r}; allowed: {sorted(allowed)}")
+    for key in sorted(spec.keys() & strings):
         if not isinstance(spec[key], (str, Path)) or not str(spec[key]).strip():
             raise TaskDataError(f"task {task!r}: key {key!r} must be a non-empty string, got {spec[key]!r}")
-    max_candidates = spec.get("max_candidates", 2)
+    max_candidates = spec.get("max_candidates", CrossFitSource.max_candidates)
     if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 2:
         raise TaskDataError(f"task {task!r}: key 'max_candidates' must be an integer >= 2, got {max_candidates!r}")
     split = spec.get("split", "")

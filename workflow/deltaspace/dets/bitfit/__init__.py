@@ -1,0 +1,1 @@
+"""BitFit as a bias delta: config.py declares it (torch-free), model.py implements it."""

@@ -1,0 +1,1 @@
+"""LoRA through PEFT: config.py declares it (torch-free), model.py implements it."""

@@ -1,0 +1,1 @@
+"""Prompt tuning: config.py declares it (torch-free), model.py implements it."""

@@ -1,0 +1,93 @@
+# optimize (stage 3): an intrinsic vector trained inside the subspace; transfer between DETs; their tables.
+
+
+rule optimize:
+    input:
+        subspace=DECOMPOSITION.subspace,
+        **named(DATA),
+    output:
+        **named(OPTIMIZE),
+    params:
+        spec=optimize_spec,
+        data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
+        out=lambda wildcards, output: files_option("out", io_files(paths.OptimizeRun, output)),
+    log:
+        f"{LOGS}/optimize/{{task}}/{{det}}/seed{{seed}}.log",
+    benchmark:
+        BENCHMARK_FILES["optimize"]
+    threads: rule_resource("optimize", "threads")
+    resources:
+        mem_mb=rule_resource("optimize", "mem_mb"),
+        runtime=rule_resource("optimize", "runtime"),
+        gpu=rule_resource("optimize", "gpu"),
+    conda:
+        "../../envs/deltaspace.yaml"
+    shell:
+        "python -m deltaspace optimize --task {wildcards.task:q} --det {wildcards.det:q} --seed {wildcards.seed}"
+        " --spec {params.spec:q} --subspace-path {input.subspace:q} {params.data} {params.out}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
+rule transfer:
+    input:
+        subspace=DECOMPOSITION.subspace,
+        **named(DATA),
+        results=lambda wildcards: [run.result for run in optimize_runs(task=wildcards.task, seed=wildcards.seed)],
+    output:
+        TRANSFER,
+    params:
+        spec=transfer_spec,
+        data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
+        results=lambda wildcards: pairs_option("results", {det: optimize_runs(det, wildcards.task, wildcards.seed)[0].result
+                                                           for det in det_names()}),
+    log:
+        f"{LOGS}/transfer/{{task}}/seed{{seed}}.log",
+    benchmark:
+        BENCHMARK_FILES["transfer"]
+    threads: rule_resource("transfer", "threads")
+    resources:
+        mem_mb=rule_resource("transfer", "mem_mb"),
+        runtime=rule_resource("transfer", "runtime"),
+        gpu=rule_resource("transfer", "gpu"),
+    conda:
+        "../../envs/deltaspace.yaml"
+    shell:
+        "python -m deltaspace transfer --task {wildcards.task:q} --seed {wildcards.seed} --spec {params.spec:q}"
+        " --subspace-path {input.subspace:q} {params.results} {params.data} --out {output:q}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
+rule result_tables:
+    input:
+        original=ORIGINAL_TABLE,
+        results=[run.result for run in optimize_runs()],
+        transfers=transfer_runs(),
+    output:
+        relative=report(
+            RESULT_TABLES.relative,
+            caption="../report/relative_performance.rst",
+            category="Optimize",
+            labels={"table": "relative performance"},
+        ),
+        relative_summary=RESULT_TABLES.relative_summary,
+        transfer=report(
+            RESULT_TABLES.transfer,
+            caption="../report/transfer.rst",
+            category="Transfer",
+            labels={"table": "transfer between DETs"},
+        ),
+        transfer_summary=RESULT_TABLES.transfer_summary,
+    params:
+        roles=as_json(task_roles()),
+        out=lambda wildcards, output: files_option("out", io_files(paths.ResultTables, output)),
+    log:
+        f"{LOGS}/result_tables.log",
+    threads: rule_resource("result_tables", "threads")
+    resources:
+        mem_mb=rule_resource("result_tables", "mem_mb"),
+        runtime=rule_resource("result_tables", "runtime"),
+    conda:
+        "../../envs/deltaspace.yaml"
+    shell:
+        "python -m deltaspace result_tables --results {input.results:q} --transfers {input.transfers:q}"
+        " --original-csv {input.original:q} --roles {params.roles:q} {params.out} > {log:q} 2>&1"
