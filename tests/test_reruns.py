@@ -97,7 +97,7 @@ def test_a_stage2_setting_reruns_stage2_and_what_follows_but_not_stage1(complete
     workdir, configfile = completed_run
     again = snakemake(workdir, TARGET, "-n", "--configfile", configfile)
     assert not STAGE1_AND_2 & set(planned(again)), again.stdout[-3000:]  # up to date (up to stage 2 at least)
-    changed = snakemake(workdir, TARGET, "-n", "--configfile", configfile, "--config", 'subspace={"lambda": 1.0}')
+    changed = snakemake(workdir, TARGET, "-n", "--configfile", configfile, "--config", 'decompose={"lambda": 1.0}')
     jobs = planned(changed)
     assert jobs["decompose"] == 1 and jobs["transfer"] == 1 and jobs["result_tables"] == 1
     assert jobs["optimize"] == len(DETS)  # one unseen task
