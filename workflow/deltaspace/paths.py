@@ -54,45 +54,35 @@ def stage_files(name: str, doc: str, methods: dict | None = None, **names: str) 
     return cls
 
 
-TaskData = stage_files(
-    "TaskData", "prepare_task: one task's seeded splits and its summary (sizes, majority, primary metric, hashes).",
-    {"split": lambda self, name: getattr(self, name)},
-    train="train.jsonl", dev="dev.jsonl", test="test.jsonl", summary="task.json")
-OriginalRun = stage_files(
-    "OriginalRun", "original (stage 1): one DET trained alone on one task and seed.",
-    delta="delta.safetensors", metrics="metrics.json")
-Vectors = stage_files(
-    "Vectors", "collect_vectors: one DET's stage-1 deltas of the decomposition's training tasks as a matrix.",
-    matrix="{det}.safetensors", index="{det}_index.csv")
-Decomposition = stage_files(
-    "Decomposition", "decompose (stage 2): the shared subspace, each training task's points, the run's metrics.",
-    subspace="subspace.safetensors", points="points.csv", metrics="metrics.json")
-OptimizeRun = stage_files(
-    "OptimizeRun", "optimize (stage 3): an intrinsic vector trained for one DET on one task and seed.",
-    result="result.json", intrinsic="intrinsic.safetensors")
-ResultTables = stage_files(
-    "ResultTables", "result_tables: relative performance (optimize) and transfer, each as CSV and markdown.",
-    relative="relative_performance.csv", relative_summary="relative_performance.md", transfer="transfer.csv",
-    transfer_summary="transfer.md")
-Figures = stage_files(
-    "Figures", "figures: the report's figures; each PNG has a PDF twin (pdf_twin).",
-    transfer_matrix="transfer_matrix.png", relative_performance="relative_performance.png",
-    curves_original="curves_original.png", curves_decompose="curves_decompose.png",
-    curves_optimize="curves_optimize.png")
-Landscape = stage_files(
-    "Landscape", "landscape: one task's grid, area and info, and its maps; heatmap(det) names each DET's heat map.",
-    {"heatmap": lambda self, det: _sibling(self.grid, f"heatmap_{det}.png")},
-    grid="grid.csv", area="area.csv", info="landscape.json", region="region.png")
+# One line per stage's files: field=standard file name. What each holds is in docs/usage.md, "Outputs".
+TaskData = stage_files("TaskData", "prepare_task: a task's splits and summary.",
+                       {"split": lambda self, name: getattr(self, name)},
+                       train="train.jsonl", dev="dev.jsonl", test="test.jsonl", summary="task.json")
+OriginalRun = stage_files("OriginalRun", "original (stage 1): one DET tuned alone.", delta="delta.safetensors",
+                          metrics="metrics.json")
+Vectors = stage_files("Vectors", "collect_vectors: one DET's deltas as a matrix.", matrix="{det}.safetensors",
+                      index="{det}_index.csv")
+Decomposition = stage_files("Decomposition", "decompose (stage 2): the shared subspace.",
+                            subspace="subspace.safetensors", points="points.csv", metrics="metrics.json")
+OptimizeRun = stage_files("OptimizeRun", "optimize (stage 3): I* of one DET on one task.", result="result.json",
+                          intrinsic="intrinsic.safetensors")
+ResultTables = stage_files("ResultTables", "result_tables: relative performance and transfer.",
+                           relative="relative_performance.csv", relative_summary="relative_performance.md",
+                           transfer="transfer.csv", transfer_summary="transfer.md")
+Figures = stage_files("Figures", "figures: each PNG with a PDF twin (pdf_twin).", transfer_matrix="transfer_matrix.png",
+                      relative_performance="relative_performance.png", curves_original="curves_original.png",
+                      curves_decompose="curves_decompose.png", curves_optimize="curves_optimize.png")
+Landscape = stage_files("Landscape", "landscape: one task's grid and maps; heatmap(det) names a DET's heat map.",
+                        {"heatmap": lambda self, det: _sibling(self.grid, f"heatmap_{det}.png")},
+                        grid="grid.csv", area="area.csv", info="landscape.json", region="region.png")
 # The artifact holds decompose's files under their own names, and a model card.
-Artifact = stage_files(
-    "Artifact", "subspace_artifact: the learned subspace as one reusable folder with a model card.",
-    subspace=Decomposition.subspace, points=Decomposition.points, card="README.md")
-PeftAdapter = stage_files(
-    "PeftAdapter", "export_peft: a PEFT adapter folder (PEFT's own file names) plus where the solution came from.",
-    config="adapter_config.json", weights="adapter_model.safetensors", provenance="deltaspace.json")
-ResourceTable = stage_files(
-    "ResourceTable", "resource_table: wall time and peak memory per stage.",
-    table="resources.csv", summary="resources.md")
+Artifact = stage_files("Artifact", "subspace_artifact: the subspace as one folder.", subspace=Decomposition.subspace,
+                       points=Decomposition.points, card="README.md")
+PeftAdapter = stage_files("PeftAdapter", "export_peft: a PEFT adapter folder (PEFT's file names) and provenance.",
+                          config="adapter_config.json", weights="adapter_model.safetensors",
+                          provenance="deltaspace.json")
+ResourceTable = stage_files("ResourceTable", "resource_table: time and memory per stage.", table="resources.csv",
+                            summary="resources.md")
 
 
 def file_in(given, files: type[Files], field: str) -> Path:
