@@ -63,20 +63,16 @@ def _files_by_key(cls: type[Files]):
     return read
 
 
-# How an option's text becomes the function's argument: (argparse nargs, converter of the value or values).
+# How an option's text becomes the function's argument: (argparse nargs, converter of the value(s), help).
 KINDS = {
-    "text": (None, str),
-    "int": (None, int),
-    "json": (None, _json),
-    "path": (None, Path),
-    "paths": ("*", lambda items: [Path(p) for p in items]),
-    "map": ("+", lambda items: {k: Path(v) for k, v in _pairs(items, "KEY=PATH")}),
-    "pairs": ("+", lambda items: [(k, Path(v)) for k, v in _pairs(items, "KEY=PATH")]),
+    "text": (None, str, "text"),
+    "int": (None, int, "an integer"),
+    "json": (None, _json, "JSON, or @file.json"),
+    "path": (None, Path, "a path"),
+    "paths": ("*", lambda items: [Path(p) for p in items], "PATH ..."),
+    "map": ("+", lambda items: {k: Path(v) for k, v in _pairs(items, "KEY=PATH")}, "KEY=PATH ..."),
+    "pairs": ("+", lambda items: [(k, Path(v)) for k, v in _pairs(items, "KEY=PATH")], "KEY=PATH ... (keys may repeat)"),
 }
-
-
-KIND_HELP = {"text": "text", "int": "an integer", "json": "JSON, or @file.json", "path": "a path",
-             "paths": "PATH ...", "map": "KEY=PATH ...", "pairs": "KEY=PATH ... (a key may repeat)"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +91,7 @@ class Command:
             return f"KEY.FIELD=PATH ... ({kind[1].__name__} per key: {', '.join(f.name for f in fields(kind[1]))}) or KEY=FOLDER ..."
         if isinstance(kind, type):
             return f"FIELD=PATH ... ({kind.__name__}: {', '.join(f.name for f in fields(kind))}) or one FOLDER"
-        return KIND_HELP[kind]
+        return KINDS[kind][2]
 
     def reader(self, parameter: str):
         kind = self.kinds.get(parameter, "text")
@@ -103,7 +99,7 @@ class Command:
             return "+", _files_by_key(kind[1])
         if isinstance(kind, type):
             return "+", _files(kind)
-        return KINDS[kind]
+        return KINDS[kind][:2]
 
 
 MODEL_JOB = {"seed": "int", "spec": "json", "threads": "int"}
