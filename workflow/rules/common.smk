@@ -369,11 +369,14 @@ def landscape_runs():
     return each(LANDSCAPE, task=landscape_tasks(), seed=config["seeds"])
 
 
+def optimize_files_by_det(wildcards, field):
+    """{det: that DET's optimize file `field` (result, intrinsic)} of the job's task and seed."""
+    return {det: getattr(run, field) for det in det_names() for run in optimize_runs(det, wildcards.task, wildcards.seed)}
+
+
 def landscape_optimize(wildcards):
     """The task's stage-3 vectors: its points if the subspace never saw it, else marks on its maps."""
-    if wildcards.task not in task_roles():
-        return {}
-    return {det: run.intrinsic for det in det_names() for run in optimize_runs(det, wildcards.task, wildcards.seed)}
+    return optimize_files_by_det(wildcards, "intrinsic") if wildcards.task in task_roles() else {}
 
 
 def landscape_original(wildcards):

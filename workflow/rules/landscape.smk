@@ -42,7 +42,8 @@ rule landscape:
         spec=landscape_spec,
         data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
         original=lambda wildcards: files_option("original", landscape_original(wildcards)),
-        optimize=lambda wildcards: pairs_option("optimize", landscape_optimize(wildcards)) if landscape_optimize(wildcards) else "",
+        # A training task has no optimize vectors: the option is left out.
+        optimize=lambda wildcards, input: pairs_option("optimize", landscape_optimize(wildcards)) if input.optimize else "",
         out=lambda wildcards, output: files_option(
             "out", paths.Landscape(grid=output.grid, area=output.area, info=output.info, region=output.region)
         ),

@@ -32,14 +32,13 @@ rule transfer:
     input:
         subspace=DECOMPOSITION.subspace,
         **named(DATA),
-        results=lambda wildcards: [run.result for run in optimize_runs(task=wildcards.task, seed=wildcards.seed)],
+        results=lambda wildcards: list(optimize_files_by_det(wildcards, "result").values()),
     output:
         TRANSFER,
     params:
         spec=transfer_spec,
         data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
-        results=lambda wildcards: pairs_option("results", {det: optimize_runs(det, wildcards.task, wildcards.seed)[0].result
-                                                           for det in det_names()}),
+        results=lambda wildcards: pairs_option("results", optimize_files_by_det(wildcards, "result")),
     log:
         f"{LOGS}/transfer/{{task}}/seed{{seed}}.log",
     benchmark:
