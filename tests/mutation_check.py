@@ -102,7 +102,7 @@ MUTANTS = [
            "Fastfood up direction drops its 1 / sqrt(L)"),
     # tables
     Mutant("tables_subspace_from_dev", "tables.py",
-           (('"subspace": r["test"]', '"subspace": r["dev"]'),),
+           (('"subspace": "test"', '"subspace": "dev"'),),
            "relative performance from the stage-3 dev score"),
     Mutant("tables_random_column_from_learned", "tables.py",
            (('table["random_relative"] = percent_of(table["random_subspace"], table["own_space"])',
@@ -140,7 +140,7 @@ MUTANTS = [
            (("        start = torch.randn(up.rank", "        best = None\n        start = torch.randn(up.rank"),),
            "stage 3 keeps the best of the last lr only"),
     Mutant("point_scored_without_init", "job.py",
-           (("vector = self.inits[det] + up(point)", "vector = up(point)"),),
+           (("return self.inits[det] + up(point)", "return up(point)"),),
            "a subspace point is scored without theta_init (stage 3's dev choice, transfer)"),
 ]
 

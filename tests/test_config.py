@@ -126,12 +126,12 @@ BAD_CONFIGS = {
     ),
     "no tasks": (with_change("tasks", None), "config key 'tasks' is required but missing"),
     "unseen task not configured": (
-        with_change("decompose.unseen_tasks", ["quartz", "imdb"]),
+        with_change("decompose.unseen_tasks", ["trec", "imdb"]),
         "config key 'decompose.unseen_tasks' names task(s) ['imdb'] that are not under 'tasks'",
     ),
     "task both seen and unseen": (
-        with_change("decompose.unseen_tasks", ["quartz", "trec"]),
-        "config keys 'decompose.train_tasks' and 'decompose.unseen_tasks' share ['trec']",
+        with_change("decompose.unseen_tasks", ["trec", "sms_spam"]),
+        "config keys 'decompose.train_tasks' and 'decompose.unseen_tasks' share ['sms_spam']",
     ),
 }
 

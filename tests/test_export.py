@@ -19,6 +19,7 @@ from deltaspace.dets import build_delta_model
 from deltaspace.export import PEFT_METHODS, ExportError, check_exportable, save_peft_adapter
 from deltaspace.io import load_tensors, tensor_digest
 from deltaspace.original import train_det
+from deltaspace.paths import Decomposition
 from deltaspace.subspace import load_subspace, save_subspace
 from deltaspace.optimize import optimize
 from deltaspace.subspace import Subspace, init_from_joint_svd
@@ -141,7 +142,9 @@ def tiny_artifact(tiny_model_dirs, tmp_path_factory):
     init_from_joint_svd(subspace, {d: 0.2 * torch.randn(4, m.num_parameters) for d, m in models.items()})
     spec = {"backbone": backbone, "dets": ARTIFACT_DETS, "init_seed": 42}
     save_subspace(root / "s2" / "subspace.safetensors", subspace, models, inits, spec, ["a", "b"])
-    (root / "s2" / "points.csv").write_text("task,seed,det,i0\na,42,lora,0.5\n")
+    # No stage-2 steps here: the joint-SVD fit is the subspace itself (stage 3's svd baseline reads it).
+    save_subspace(root / "s2" / "svd_subspace.safetensors", subspace, models, inits, spec, ["a", "b"])
+    (root / "s2" / "points.csv").write_text("task,seed,det,i0,i1,i2\na,42,lora,0.5,-0.25,0.125\n")
     (root / "s2" / "metrics.json").write_text(json.dumps({"steps": 4, "best_step": 2, "dev_mixed": 0.625,
                                                            "mean_relative_reconstruction_error": 0.125}))
     assert cli.main(["subspace_artifact", "--subspace-path", str(root / "s2" / "subspace.safetensors"), "--points-path",
@@ -201,8 +204,12 @@ def test_decode_matches_stage3_decoding_and_training_moves_the_point(tiny_artifa
     assert F.cross_entropy(decoded, batch.labels) < F.cross_entropy(start_scores, batch.labels)
 
     # The API reuses stage 3's loop: the same settings and seed find the same point as an optimize job.
+    # (stage 3 reads the artifact's copy of the subspace and points; the svd baseline from stage 2's folder)
+    decomposition = Decomposition(subspace=root / "artifact" / "subspace.safetensors",
+                                  svd_subspace=root / "s2" / "svd_subspace.safetensors",
+                                  points=root / "artifact" / "points.csv", metrics=root / "s2" / "metrics.json")
     job = optimize("toy", "lora", 42, {**spec, "precision": "fp32", "device": "cpu", "optimize": STAGE3},
-                         root / "artifact" / "subspace.safetensors", data, tmp_path / "s3", log=lambda m: None)
+                   decomposition, data, tmp_path / "s3", log=lambda m: None)
     torch.testing.assert_close(torch.tensor(job["intrinsic"]), found.point)
     assert job["dev"] == found.dev and job["test"] == found.test
 

@@ -269,9 +269,12 @@ def test_stages_with_a_finetune_det_on_a_tiny_model(tiny_model_dirs, tmp_path):
     subspace, inits, _ = load_subspace(subspace_path)
     assert subspace.structured == ["finetune"] and torch.equal(inits["finetune"], pretrained)
 
-    results = {det: optimize("b", det, 42, spec, subspace_path, data_dirs["b"], tmp_path / "s3" / det,
+    results = {det: optimize("b", det, 42, spec, tmp_path / "s2", data_dirs["b"], tmp_path / "s3" / det,
                                    log=lambda m: None) for det in DETS}
     assert 0 <= results["finetune"]["test"] <= 1 and 0 <= results["finetune"]["random_test"] <= 1
+    # the baselines run through a Fastfood projection too: the joint-SVD start and the training tasks' points
+    assert 0 <= results["finetune"]["svd_test"] <= 1 and 0 <= results["finetune"]["best_train_point_test"] <= 1
+    assert results["finetune"]["best_train_point_from"]["task"] == "a"
     table = transfer("b", 42, spec, subspace_path, {d: tmp_path / "s3" / d for d in DETS}, data_dirs["b"],
                      tmp_path / "transfer.csv", log=lambda m: None)
     assert len(table) == 4

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from deltaspace.hardware import autocast
 from deltaspace.io import load_tensors
 from deltaspace.job import batch_order
 from deltaspace.original import train_det
-from deltaspace.tasks import Example
+from deltaspace.tasks import Example, read_split
 from deltaspace.vectors import collect_vectors
 
 WORDS = ["great", "excellent", "awful", "terrible", "movie", "acting", "plot", "time", "waste"]
@@ -148,3 +149,60 @@ def test_bf16_and_fp32_scores_agree_on_minilm():
     assert ((fp32 - bf16).abs() / backbone.similarity_scale).max() < 0.02
     assert (fp32.argmax(-1) == bf16.argmax(-1)).sum() >= 15
     assert predict(model, batches)[0] == fp32.argmax(-1).tolist()
+
+
+def test_init_test_and_predictions_match_a_direct_scoring_of_the_split(tiny_model_dirs, tmp_path):
+    """init_test is theta_init's test score and predictions.csv holds, in split order, the gold labels and the
+    predictions at theta_init and at the kept delta: each checked against the model scored here one example
+    at a time, outside evaluate."""
+    data = write_task(tmp_path / "data", n=(24, 8, 12))
+    # test inputs of different lengths, longest first: scoring batches them shortest first, out of split order
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    (data / "test.jsonl").write_text("".join(
+        json.dumps({**row, "input": " ".join([row["input"]] + ["movie"] * (len(rows) - i))}) + "\n"
+        for i, row in enumerate(rows)))
+    spec = spec_for(tiny_model_dirs["encoder"], "lora", steps=6)
+    order = load_backbone(spec["backbone"]).order_by_input_length(read_split(data / "test.jsonl"), "toy")
+    assert order != sorted(order)
+    metrics = train_det("toy", "lora", 42, spec, data, tmp_path / "out", tmp_path / "ck", log=lambda m: None)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    examples = read_split(data / "test.jsonl")
+    gold = [json.loads(line)["label"] for line in (data / "test.jsonl").read_text().splitlines()]
+
+    assert list(predictions.columns) == ["example", "gold", "init", "own"]
+    assert predictions["example"].tolist() == list(range(len(gold)))
+    assert predictions["gold"].tolist() == gold
+
+    model = build_delta_model(load_backbone(spec["backbone"]), spec["det"], spec["init_seed"])
+
+    def one_by_one():
+        with torch.no_grad():
+            return [int(model(model.backbone.prepare([example], "toy")).argmax(-1)) for example in examples]
+
+    at_init = one_by_one()
+    model.load_vector(model.vector() + load_tensors(tmp_path / "out" / "delta.safetensors")[0]["delta"])
+    at_delta = one_by_one()
+    assert predictions["init"].tolist() == at_init and predictions["own"].tolist() == at_delta
+    init_accuracy = sum(p == g for p, g in zip(at_init, gold)) / len(gold)
+    assert metrics["init_test"] == pytest.approx(init_accuracy) and saved["init_test"] == metrics["init_test"]
+    assert metrics["test"] == pytest.approx((predictions["own"] == predictions["gold"]).mean())
+    assert saved["gain"] == pytest.approx(metrics["test"] - init_accuracy)
+
+
+def test_a_checkpoint_written_before_init_test_existed_still_finishes(tiny_model_dirs, tmp_path):
+    """A stage-1 checkpoint of the previous version (same settings, no init_test / init_predictions in it) is
+    resumed, not a KeyError: theta_init is scored on test then, with the same numbers as a fresh run."""
+    data = write_task(tmp_path / "data")
+    spec = spec_for(tiny_model_dirs["encoder"], "lora", steps=4)
+    fresh = train_det("toy", "lora", 42, spec, data, tmp_path / "fresh", tmp_path / "ck" / "last.pt", log=lambda m: None)
+    state = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("init_test", "init_predictions")}
+    assert len(old) == len(state) - 2
+    torch.save(old, tmp_path / "ck" / "last.pt")
+    messages = []
+    resumed = train_det("toy", "lora", 42, spec, data, tmp_path / "resumed", tmp_path / "ck" / "last.pt",
+                        log=messages.append)
+    assert any("resumed" in m for m in messages)
+    assert resumed["init_test"] == fresh["init_test"] and resumed["test"] == fresh["test"]
+    assert (tmp_path / "resumed" / "predictions.csv").read_text() == (tmp_path / "fresh" / "predictions.csv").read_text()

@@ -36,6 +36,22 @@ def transfer_score(source, target, seed):
     return 0.3 + 0.1 * DETS.index(source) + 0.01 * DETS.index(target) + 0.02 * SEEDS.index(seed)
 
 
+INIT_TEST = 0.3  # theta_init's test score, every task, DET and seed
+# Stage 3's baselines on every run: each a multiple of 1 / N_TEST, so its predictions file scores it exactly.
+BASELINE_SCORES = {"init": INIT_TEST, "svd_subspace": 0.45, "random_subspace": 0.4, "best_train_point": 0.35}
+N_TEST = 100
+
+
+def write_predictions(path, scores: dict[str, float]):
+    """A stage-3 predictions file whose column c is right on exactly the first round(scores[c] * N_TEST) examples."""
+    gold = np.arange(N_TEST) % 2
+    columns = {"example": np.arange(N_TEST), "gold": gold}
+    for name, score in scores.items():
+        right = np.arange(N_TEST) < round(score * N_TEST)
+        columns[name] = np.where(right, gold, 1 - gold)
+    pd.DataFrame(columns).to_csv(path, index=False)
+
+
 def write_results(root):
     """A results tree of the shape the stages write: two tasks, three DETs, two seeds; beta is unseen."""
     stage1_runs, stage3_runs, transfer_runs = [], [], []
@@ -48,7 +64,8 @@ def write_results(root):
                 (run / "metrics.json").write_text(json.dumps({
                     "task": task, "det": det, "method": det, "seed": seed, "params": 10, "primary_metric": "accuracy",
                     "dev": score, "test": score, "test_metrics": {"accuracy": score, "macro_f1": score},
-                    "majority": 0.5, "init_dev": 0.4, "history": [{"step": 2, "train_loss": 0.9, "dev_accuracy": score - 0.1},
+                    "majority": 0.5, "init_dev": 0.4, "init_test": INIT_TEST, "gain": score - INIT_TEST,
+                    "history": [{"step": 2, "train_loss": 0.9, "dev_accuracy": score - 0.1},
                                                  {"step": 4, "train_loss": 0.7, "dev_accuracy": score}]}))
                 stage1_runs.append(run)
     for det in DETS:
@@ -57,9 +74,14 @@ def write_results(root):
             run.mkdir(parents=True)
             history = [{"lr": lr, "step": step, "train_loss": 1.0 / step, "dev": 0.5} for lr in (0.01, 0.05)
                        for step in (2, 4)]
+            scores = {"subspace": subspace_score(det, seed), **BASELINE_SCORES}
+            write_predictions(run / "predictions.csv", scores)
             (run / "result.json").write_text(json.dumps({
-                "task": UNSEEN, "det": det, "seed": seed, "test": subspace_score(det, seed), "random_test": 0.4,
-                "lr": 0.01, "history": history, "random_history": history[:2]}))
+                "task": UNSEEN, "det": det, "seed": seed, "primary_metric": "accuracy", "test": scores["subspace"],
+                "init_test": scores["init"], "svd_test": scores["svd_subspace"],
+                "random_test": scores["random_subspace"], "best_train_point_test": scores["best_train_point"],
+                "predictions": str(run / "predictions.csv"), "lr": 0.01, "history": history,
+                "svd_history": history[:3], "random_history": history[:2]}))
             stage3_runs.append(run)
     for seed in SEEDS:
         path = root / "transfer" / UNSEEN / f"seed{seed}.csv"
@@ -75,7 +97,7 @@ def write_results(root):
     tables = root / "tables"
     original_table(stage1_runs, tables / "original.csv")
     relative_performance_table(stage3_runs, tables / "original.csv", {UNSEEN: "unseen"}, tables / "relative_performance.csv",
-                               tables / "relative_performance.md")
+                               tables / "relative_performance.md", tables / "relative_intervals.csv")
     transfer_table(transfer_runs, tables / "original.csv", tables / "transfer.csv", tables / "transfer.md")
     return {"stage1_runs": stage1_runs, "stage3_runs": stage3_runs, "transfer_runs": transfer_runs}
 
@@ -131,6 +153,8 @@ def test_relative_summary_spreads_over_seeds(results):
         assert summary.loc[det, "subspace_min"] == pytest.approx(min(scores), abs=1e-4)
         assert summary.loc[det, "subspace_max"] == pytest.approx(max(scores), abs=1e-4)
         assert summary.loc[det, "seeds"] == len(SEEDS)
+        for baseline, score in BASELINE_SCORES.items():  # the same on every seed: no spread
+            assert summary.loc[det, [baseline, f"{baseline}_min", f"{baseline}_max"]].tolist() == pytest.approx([score] * 3)
 
 
 def test_training_curves_read_every_evaluation(results):
@@ -143,14 +167,15 @@ def test_training_curves_read_every_evaluation(results):
                                                         stage1_score(TRAIN_TASK, "lora", 2)])
     assert decompose_curves(root / "subspace" / "metrics.json")["reconstruction"].tolist() == [3.0, 1.0]
     stage3 = optimize_curves(runs["stage3_runs"])
-    assert stage3.groupby("subspace").size().to_dict() == {"learned": 4 * 6, "random": 2 * 6}
+    assert stage3.groupby("subspace").size().to_dict() == {"learned": 4 * 6, "svd": 3 * 6, "random": 2 * 6}
 
 
 def test_figures_are_png_and_pdf_and_reproducible(results, tmp_path):
     root, runs = results
     out = tmp_path / "figures"
-    arguments = (root / "tables" / "transfer.csv", root / "tables" / "relative_performance.csv", runs["stage1_runs"],
-                 root / "subspace" / "metrics.json", runs["stage3_runs"], out)
+    arguments = (root / "tables" / "transfer.csv", root / "tables" / "relative_performance.csv",
+                 root / "tables" / "relative_intervals.csv", runs["stage1_runs"], root / "subspace" / "metrics.json",
+                 runs["stage3_runs"], out)
     paths = make_figures(*arguments)
     names = ["transfer_matrix", "relative_performance", "curves_original", "curves_decompose", "curves_optimize"]
     assert sorted(p.name for p in paths) == sorted(f"{n}.{fmt}" for n in names for fmt in ("png", "pdf"))
@@ -170,11 +195,17 @@ def test_figures_name_the_file_and_column_that_is_wrong(results, tmp_path):
     broken = tmp_path / "transfer.csv"
     pd.read_csv(root / "tables" / "transfer.csv").drop(columns="relative").to_csv(broken, index=False)
     with pytest.raises(ValueError, match=r"transfer table .*transfer\.csv lacks column\(s\) \['relative'\]"):
-        make_figures(broken, root / "tables" / "relative_performance.csv", runs["stage1_runs"],
-                     root / "subspace" / "metrics.json", runs["stage3_runs"], tmp_path / "figures")
+        make_figures(broken, root / "tables" / "relative_performance.csv", root / "tables" / "relative_intervals.csv",
+                     runs["stage1_runs"], root / "subspace" / "metrics.json", runs["stage3_runs"], tmp_path / "figures")
     with pytest.raises(FileNotFoundError, match="stage-2 metrics .*missing.json does not exist"):
         make_figures(root / "tables" / "transfer.csv", root / "tables" / "relative_performance.csv",
-                     runs["stage1_runs"], tmp_path / "missing.json", runs["stage3_runs"], tmp_path / "figures")
+                     root / "tables" / "relative_intervals.csv", runs["stage1_runs"], tmp_path / "missing.json",
+                     runs["stage3_runs"], tmp_path / "figures")
+    broken_intervals = tmp_path / "relative_intervals.csv"
+    pd.read_csv(root / "tables" / "relative_intervals.csv").drop(columns="high").to_csv(broken_intervals, index=False)
+    with pytest.raises(ValueError, match=r"interval table .*relative_intervals\.csv lacks column\(s\) \['high'\]"):
+        make_figures(root / "tables" / "transfer.csv", root / "tables" / "relative_performance.csv", broken_intervals,
+                     runs["stage1_runs"], root / "subspace" / "metrics.json", runs["stage3_runs"], tmp_path / "figures")
 
 
 # ---- summary ----------------------------------------------------------------------------------------------
@@ -186,24 +217,42 @@ def markdown_rows(text, first_cell):
     return [row for row in rows if row[0] == first_cell]
 
 
+def section(text, title):
+    """The part of the summary page under the heading that starts with `title`, up to the next heading."""
+    (part,) = [p for p in text.split("\n## ") if p.startswith(title)]
+    return part
+
+
 def test_summary_tables_hold_the_numbers_and_their_sources(results, tmp_path):
     root, runs = results
     tables = root / "tables"
     out = tmp_path / "summary.md"
-    text = write_summary(out, tables / "original.csv", tables / "relative_performance.csv", tables / "transfer.csv",
-                         runs["transfer_runs"])
+    text = write_summary(out, tables / "original.csv", tables / "relative_performance.csv",
+                         tables / "relative_intervals.csv", tables / "transfer.csv", runs["transfer_runs"])
     assert out.read_text() == text
 
     (unseen_row,) = markdown_rows(text, UNSEEN)
     lora = [stage1_score(UNSEEN, "lora", seed) for seed in SEEDS]
-    assert f"{np.mean(lora):.3f} ± {np.std(lora, ddof=1):.3f}" in unseen_row
+    assert f"{np.mean(lora):.3f} ± {np.std(lora, ddof=1):.3f} (init {INIT_TEST:.3f})" in unseen_row
     assert unseen_row[-1] == f"`{root}/stage1/{UNSEEN}/{{adapter,lora,prefix}}/seed{{2,10}}/metrics.json`"
 
-    (prefix_row,) = [row for row in markdown_rows(text, "unseen") if row[1] == "prefix"]
+    relative_part = section(text, "Subspace: relative performance")
+    (prefix_row,) = [row for row in markdown_rows(relative_part, "unseen") if row[1] == "prefix"]
     relative = [100 * subspace_score("prefix", s) / stage1_score(UNSEEN, "prefix", s) for s in SEEDS]
     assert f"{np.mean(relative):.1f} ± {np.std(relative, ddof=1):.1f}" in prefix_row
+    # gain relative = (subspace - init) / (own space - init) x 100, by hand per seed
+    gained = [100 * (subspace_score("prefix", s) - INIT_TEST) / (stage1_score(UNSEEN, "prefix", s) - INIT_TEST)
+              for s in SEEDS]
+    assert f"{np.mean(gained):.1f} ± {np.std(gained, ddof=1):.1f}" in prefix_row
+    assert f"{INIT_TEST:.3f} ± 0.000" in prefix_row and "0.450 ± 0.000" in prefix_row  # init, svd subspace
     assert prefix_row[-1] == (f"`{root}/stage3/{UNSEEN}/prefix/seed{{2,10}}/result.json; "
                               f"{root}/stage1/{UNSEEN}/prefix/seed{{2,10}}/metrics.json`")
+
+    # The pooled interval over both seeds' test sets: subspace minus theta_init, by hand mean(0.55 - 0.3, 0.57 - 0.3).
+    (lora_line,) = [line for line in section(text, "Is the learned subspace").splitlines()
+                    if line.startswith("- **lora**")]
+    assert "(2 task-seed test sets, 200 examples)" in lora_line
+    assert "+0.260 vs theta_init [" in lora_line and "subspace > theta_init (95% CI excludes 0)" in lora_line
 
     (adapter_row,) = markdown_rows(text, "adapter")
     to_lora = np.mean([100 * transfer_score("adapter", "lora", s) / stage1_score(UNSEEN, "lora", s) for s in SEEDS])
@@ -219,7 +268,8 @@ def test_summary_adds_landscape_and_compute_when_given(results, tmp_path):
     bench = write_benchmark(tmp_path / "bench" / "decompose.tsv", 12.5, 800.0, 20.0)
     resource_table([("decompose", bench)], tables)  # resources.csv and .md in that folder
     text = write_summary(tmp_path / "summary.md", tables / "original.csv", tables / "relative_performance.csv",
-                         tables / "transfer.csv", runs["transfer_runs"], resources_csv=tables / "resources.csv",
+                         tables / "relative_intervals.csv", tables / "transfer.csv", runs["transfer_runs"],
+                         resources_csv=tables / "resources.csv",
                          landscape_csv=tables / "landscape_area.csv")
     (landscape_row,) = markdown_rows(text, UNSEEN)[1:]  # the stage-1 row comes first
     assert landscape_row[2] == "0.250" and landscape_row[-1] == f"`{tables / 'landscape_area.csv'}`"
@@ -232,7 +282,7 @@ def test_summary_rejects_a_transfer_table_without_its_runs(results, tmp_path):
     tables = root / "tables"
     with pytest.raises(ValueError, match=r"\(task, seed\) \[\('beta', 10\)\] that no given transfer result holds"):
         write_summary(tmp_path / "summary.md", tables / "original.csv", tables / "relative_performance.csv",
-                      tables / "transfer.csv", runs["transfer_runs"][:1])
+                      tables / "relative_intervals.csv", tables / "transfer.csv", runs["transfer_runs"][:1])
 
 
 # ---- resource table ---------------------------------------------------------------------------------------

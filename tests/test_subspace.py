@@ -15,8 +15,10 @@ from deltaspace.backbones import load_backbone
 from deltaspace.dets import build_delta_model
 from deltaspace.evaluate import evaluate, prepare_batches
 from deltaspace.decompose import decompose
+from deltaspace.io import load_tensors
 from deltaspace.subspace import load_subspace
-from deltaspace.optimize import optimize
+from deltaspace.job import load_task_splits, start_job
+from deltaspace.optimize import optimize, tokenised_batches, train_intrinsic
 from deltaspace.subspace import Subspace, init_from_joint_svd, simplex_weights
 from deltaspace.tables import relative_performance_table, original_table, transfer_table
 from deltaspace.tasks import read_split
@@ -133,7 +135,7 @@ def test_subspace_training_transfer_and_tables(tiny_stage2):
     subspace_path = root / "s2" / "subspace.safetensors"
     results = {}
     for det in TINY_DETS:
-        results[det] = optimize("b", det, 42, spec, subspace_path, data_dirs["b"], root / "s3" / det,
+        results[det] = optimize("b", det, 42, spec, root / "s2", data_dirs["b"], root / "s3" / det,
                                       log=lambda m: None)
         assert results[det]["lr"] in spec["optimize"]["lrs"] and 0 <= results[det]["random_test"] <= 1
     table = transfer("b", 42, spec, subspace_path, {d: root / "s3" / d for d in TINY_DETS}, data_dirs["b"],
@@ -161,6 +163,84 @@ def test_subspace_training_transfer_and_tables(tiny_stage2):
         row = relative.set_index("det").loc[det]
         assert row["relative"] == pytest.approx(100 * results[det]["test"] / own)
         assert row["random_relative"] == pytest.approx(100 * results[det]["random_test"] / own)
+        stage1 = json.loads((root / "stage1" / "b" / det / "metrics.json").read_text())
+        assert results[det]["init_test"] == pytest.approx(stage1["init_test"])  # one theta_init, one test split
+        for column, key in (("init", "init_test"), ("svd_subspace", "svd_test"), ("random_subspace", "random_test"),
+                            ("best_train_point", "best_train_point_test")):
+            assert row[column] == pytest.approx(results[det][key])
+        if own > stage1["init_test"]:
+            assert row["gain_relative"] == pytest.approx(
+                100 * (results[det]["test"] - stage1["init_test"]) / (own - stage1["init_test"]))
+        else:
+            assert pd.isna(row["gain_relative"])
     transfer_rows = transfer_table([root / "transfer.csv"], root / "original.csv", root / "t.csv", root / "t.md")
     assert transfer_rows["own_space"].notna().all()
     assert "Mean over all pairs" in (root / "t.md").read_text()
+
+
+def _joint_svd_by_hand(root, dims: dict[str, int], rank: int, tasks: list[str]) -> Subspace:
+    """Stage 2's step-0 subspace rebuilt here: a fresh Subspace fitted by init_from_joint_svd to the stage-1
+    matrices' rows of `tasks` (sorted (task, seed) pairs, as stage 2 stacks them). With as many tasks as r every
+    number of it is fitted, none left at its random start."""
+    rows = {}
+    for det in dims:
+        tensors, meta = load_tensors(root / "vectors" / f"{det}.safetensors")
+        index = {(task, int(seed)): i for i, (task, seed) in enumerate(json.loads(meta["rows"]))}
+        keys = sorted(key for key in index if key[0] in tasks)
+        rows[det] = torch.stack([tensors["deltas"][index[key]] for key in keys])
+    assert all(len(r) == rank for r in rows.values())
+    subspace = Subspace(dims, rank)
+    init_from_joint_svd(subspace, rows)
+    return subspace
+
+
+def _assert_same_subspace(a: Subspace, b: Subspace):
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert sorted(state_a) == sorted(state_b)
+    for name in state_a:
+        torch.testing.assert_close(state_a[name], state_b[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_svd_subspace_is_stage2s_step0_and_its_baseline_is_stage3_in_it(tiny_stage1, tmp_path):
+    """decompose's svd_subspace.safetensors is the joint-SVD start of stage 2 (not the trained subspace), and
+    optimize's svd baseline is exactly stage 3's loop run in that subspace."""
+    root, spec, data_dirs = tiny_stage1
+    spec = {**spec, "decompose": {**spec["decompose"], "train_tasks": ["a", "b"], "init": "joint_svd", "steps": 4}}
+    decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck", log=lambda m: None)
+    learned, inits, _ = load_subspace(tmp_path / "s2" / "subspace.safetensors")
+    saved_svd, svd_inits, _ = load_subspace(tmp_path / "s2" / "svd_subspace.safetensors")
+    dims = {det: int(v.numel()) for det, v in inits.items()}
+    step0 = _joint_svd_by_hand(root, dims, spec["decompose"]["intrinsic_dim"], ["a", "b"])
+    _assert_same_subspace(saved_svd, step0)
+    for det in TINY_DETS:
+        assert torch.equal(svd_inits[det], inits[det])
+        assert not torch.allclose(learned.up[det].weight, step0.up[det].weight)  # 4 steps moved it away
+
+    det, seed = "lora", 42
+    result = optimize("b", det, seed, spec, tmp_path / "s2", data_dirs["b"], tmp_path / "s3", log=lambda m: None)
+    # stage 3's own loop, run here directly in the rebuilt step-0 subspace
+    job = start_job(spec, None, dets={det: spec["dets"][det]})
+    splits, _ = load_task_splits(data_dirs["b"], "b")
+    batches = tokenised_batches(job.backbone, splits, "b", spec["optimize"], seed, job.device)
+    direct = train_intrinsic(job, det, step0.up[det], batches, spec["optimize"], seed, "accuracy", lambda m: None)
+    saved = load_tensors(tmp_path / "s3" / "intrinsic.safetensors")[0]
+    torch.testing.assert_close(saved["svd_intrinsic"], direct["point"], rtol=1e-5, atol=1e-7)
+    assert result["svd_test"] == pytest.approx(direct["test"]) and result["svd_dev"] == pytest.approx(direct["dev"])
+    assert result["svd_lr"] == direct["lr"]
+    assert [h["dev"] for h in result["svd_history"]] == pytest.approx([h["dev"] for h in direct["history"]])
+    predictions = pd.read_csv(tmp_path / "s3" / "predictions.csv")
+    assert predictions["svd_subspace"].tolist() == direct["predictions"]["pred"].tolist()
+    assert result["svd_test"] == pytest.approx((predictions["svd_subspace"] == predictions["gold"]).mean())
+
+
+def test_svd_subspace_is_fitted_apart_when_stage2_starts_at_random(tiny_stage1, tmp_path):
+    """init random: stage 2 does not start from the joint-SVD fit, but the baseline file still holds that fit."""
+    root, spec, data_dirs = tiny_stage1
+    spec = {**spec, "decompose": {**spec["decompose"], "train_tasks": ["a", "b"], "init": "random", "steps": 2}}
+    decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck", log=lambda m: None)
+    saved_svd, _, _ = load_subspace(tmp_path / "s2" / "svd_subspace.safetensors")
+    learned, inits, _ = load_subspace(tmp_path / "s2" / "subspace.safetensors")
+    step0 = _joint_svd_by_hand(root, {det: int(v.numel()) for det, v in inits.items()}, 2, ["a", "b"])
+    _assert_same_subspace(saved_svd, step0)
+    for det in TINY_DETS:
+        assert not torch.allclose(learned.up[det].weight, step0.up[det].weight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -45,7 +46,10 @@ PACKAGED_EXPECTED = {
     "vader_amazon": (3610, {0: 1482, 1: 2128}, ("negative", "positive")),
     "disaster_tweets": (7613, {0: 4342, 1: 3271}, ("not a disaster", "disaster")),
     "quartz": (3860, {0: 1932, 1: 1928}, None),
+    "social_iqa": (2224, {0: 720, 1: 754, 2: 750}, None),
+    "crepe": (1520, {0: 114, 1: 1176, 2: 230}, ("less likely", "equally likely", "more likely")),
 }
+MULTIPLE_CHOICE_OPTIONS = {"quartz": 2, "social_iqa": 3}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +70,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_packaged_registry_has_the_nine_tasks():
+def test_packaged_registry_has_the_eleven_tasks():
     assert tasks.packaged_task_names() == list(PACKAGED_EXPECTED)
 
 
@@ -79,7 +83,7 @@ def test_packaged_task_loads_from_wheel(name, packaged_examples):
     assert dict(Counter(example.label for example in examples)) == label_counts
     assert all(example.input.strip() for example in examples)
     if candidates is None:
-        assert all(len(example.candidates) == 2 for example in examples)
+        assert all(len(example.candidates) == MULTIPLE_CHOICE_OPTIONS[name] for example in examples)
     else:
         assert {example.candidates for example in examples} == {candidates}
 
@@ -385,3 +389,102 @@ def test_metrics_on_hand_computed_cases():
     assert score_all([1, 1], [1, 1]) == {"accuracy": 1.0, "macro_f1": 1.0}
     with pytest.raises(ValueError):
         accuracy([1], [1, 0])
+
+
+def chat_jsonl(rows: list[tuple[str, str]], system: str | None = None) -> bytes:
+    """OpenAI-evals chat-format jsonl: one user turn (after an optional system turn) and an ideal answer."""
+    lines = []
+    for content, ideal in rows:
+        turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+        lines.append(json.dumps({"input": turns, "ideal": ideal}))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def test_social_iqa_parses_context_question_and_three_options():
+    parse = tasks.packaged.PACKAGED_TASKS["social_iqa"].parse
+    raw = chat_jsonl([
+        ("bailey was a nice person so she called the family together. What will happen to Others? "
+         "A: talk to the family; B: hate bailey; C: thank bailey.", "C"),
+        # Real rows: doubled spaces, a repeated wrong option, an option with its own "." and a trailing space.
+        ("Remy ate it  quickly. How would Remy feel afterwards? A: hungry; B: full. Very full ; C: hungry.", "B"),
+    ])
+    assert parse(raw) == [
+        Example("bailey was a nice person so she called the family together. What will happen to Others?",
+                ("talk to the family", "hate bailey", "thank bailey"), 2),
+        Example("Remy ate it  quickly. How would Remy feel afterwards?", ("hungry", "full. Very full", "hungry"), 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "ideal"),
+    [
+        ("Why did Kai do this? A: rest; B: eat.", "A"),  # two options only
+        ("Why did Kai do this? A: rest; B: eat; C: sleep", "A"),  # no closing "."
+        ("Why did Kai do this? A: rest; B: eat; C: sleep.", "D"),  # answer outside A-C
+    ],
+)
+def test_social_iqa_bad_sample_names_task_and_row(content, ideal):
+    parse = tasks.packaged.PACKAGED_TASKS["social_iqa"].parse
+    good = ("Why did Kai do this? A: rest; B: eat; C: sleep.", "A")
+    with pytest.raises(TaskDataError, match=r"task 'social_iqa': sample 2 "):
+        parse(chat_jsonl([good, (content, ideal)]))
+
+
+def test_crepe_drops_the_instruction_and_maps_fixed_answers():
+    task = tasks.packaged.PACKAGED_TASKS["crepe"]
+    instruction = " Answer with 'more likely', 'less likely', or 'equally likely'."
+    question = "I'm trying to bake bread. At this point, how will 'knead the dough' change the likelihood of '{}'?"
+    raw = chat_jsonl([(question.format("the dough is smooth") + instruction, "more likely"),
+                      (question.format("the oven is hot") + instruction, "equally likely"),
+                      (question.format("the dough is lumpy") + instruction, "less likely")],
+                     system="Deduce the likelihood change based on the given context.")
+    answers = ("less likely", "equally likely", "more likely")
+    # The question moves before its context (written out by hand): truncation then cuts context, not question.
+    moved = "How will 'knead the dough' change the likelihood of '{}'? I'm trying to bake bread."
+    assert task.parse(raw) == [Example(moved.format("the dough is smooth"), answers, 2),
+                               Example(moved.format("the oven is hot"), answers, 1),
+                               Example(moved.format("the dough is lumpy"), answers, 0)]
+    assert task.candidates == answers and task.primary_metric == "macro_f1"
+
+
+@pytest.mark.parametrize(
+    ("content", "ideal", "message"),
+    [
+        ("How will 'x' change the likelihood of 'y'?", "more likely", "does not end with the instruction"),
+        ("How will 'x' change the likelihood of 'y'? Answer with 'more likely', 'less likely', or 'equally likely'.",
+         "much more likely", "has answer 'much more likely'"),
+    ],
+)
+def test_crepe_bad_sample_names_task_and_row(content, ideal, message):
+    parse = tasks.packaged.PACKAGED_TASKS["crepe"].parse
+    good = ("How will 'a' change the likelihood of 'b'? Answer with 'more likely', 'less likely', or "
+            "'equally likely'.", "less likely")
+    with pytest.raises(TaskDataError, match=rf"task 'crepe': sample 3 {message}"):
+        parse(chat_jsonl([good, good, (content, ideal)]))
+
+
+def test_malformed_chat_line_is_named_with_the_task(tmp_path, monkeypatch):
+    monkeypatch.setattr(package_data.importlib.util, "find_spec", lambda name: None)
+    with zipfile.ZipFile(tmp_path / "evals-3.0.1.post1-py3-none-any.whl", "w") as archive:
+        archive.writestr("evals/registry/data/crepe/samples.jsonl", b'{"input": [], "ideal": "x"}\n{"input": [\n')
+    with pytest.raises(TaskDataError, match=r"task 'crepe'.*line 1 is not a chat sample"):
+        load_packaged("crepe", tmp_path)
+
+
+@needs_wheels
+def test_social_iqa_and_crepe_prepare_at_the_default_sizes(tmp_path):
+    sizes = {"train": 256, "dev": 48, "test": 200}
+    iqa = prepare_task("social_iqa", {"source": "packaged"}, sizes, 0, tmp_path / "iqa", wheels_dir=WHEELS_DIR)
+    assert iqa["sizes"] == sizes and iqa["primary_metric"] == "accuracy"
+    assert iqa["dedup"] == {"duplicates_removed": 21, "conflicting_label_rows_dropped": 0}
+    assert all(len(e.candidates) == 3 for e in read_split(tmp_path / "iqa" / "test.jsonl"))
+    crepe = prepare_task("crepe", {"source": "packaged"}, sizes, 0, tmp_path / "crepe", wheels_dir=WHEELS_DIR)
+    assert crepe["sizes"] == sizes and crepe["primary_metric"] == "macro_f1"
+    assert crepe["candidates"] == ["less likely", "equally likely", "more likely"]
+    assert crepe["label_counts"]["test"] == {"0": 15, "1": 155, "2": 30}
+
+
+def test_majority_baseline_in_the_tasks_own_metric():
+    # Always 1 on gold [1, 0, 0, 0]: label 1 has TP 1, FP 3 -> F1 2/5; label 0 has TP 0 -> F1 0; macro 0.2.
+    assert majority_baseline([1, 1, 0], [1, 0, 0, 0], "macro_f1") == pytest.approx(0.2)
+    assert majority_baseline([1, 1, 0], [1, 0, 0, 0], "accuracy") == pytest.approx(0.25)

@@ -62,10 +62,11 @@ class ScoringBatch:
     tensors: dict[str, torch.Tensor]
     candidate_mask: torch.Tensor  # (B, C) True where a real candidate sits
     labels: torch.Tensor  # (B,) index of the gold candidate
+    example_ids: tuple[int, ...] | None = None  # each row's position in its split, for per-example predictions
 
     def to(self, device) -> "ScoringBatch":
         return ScoringBatch({k: v.to(device) for k, v in self.tensors.items()},
-                            self.candidate_mask.to(device), self.labels.to(device))
+                            self.candidate_mask.to(device), self.labels.to(device), self.example_ids)
 
 
 class Backbone(nn.Module):

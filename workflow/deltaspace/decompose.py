@@ -6,6 +6,7 @@ DET decoded from the mixed point. The task loss reaches the projections through 
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -117,10 +118,12 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     subspace = Subspace(dims, sub["intrinsic_dim"], structured=structured).to(device)
     if structured:
         log(f"[decompose] Fastfood projections for {structured}: D x r above decompose.dense_max_numbers")
-    if sub.get("init", "random") == "joint_svd":
-        rows = {det: torch.stack([matrix[index[s]] for s in samples]).to(device) for det, (matrix, index) in vectors.items()}
-        errors = init_from_joint_svd(subspace, rows)
-        log(f"[decompose] joint_svd start: relative reconstruction error per DET {errors}")
+    rows = {det: torch.stack([matrix[index[s]] for s in samples]).to(device) for det, (matrix, index) in vectors.items()}
+    # The plain linear fit that the joint decomposition is measured against (optimize's svd_subspace baseline).
+    svd_subspace = subspace if sub.get("init", "random") == "joint_svd" else copy.deepcopy(subspace)
+    errors = init_from_joint_svd(svd_subspace, rows)
+    log(f"[decompose] joint_svd fit: relative reconstruction error per DET {errors}")
+    save_subspace(out.svd_subspace, svd_subspace, models, inits, spec, tasks)
     optimizer = make_optimizer(sub["optimizer"], subspace.parameters(), sub["lr"])
     generator = torch.Generator().manual_seed(seed)
     steps, batch_size, lam = sub["steps"], sub["batch_size"], sub["lambda"]

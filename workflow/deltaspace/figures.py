@@ -1,6 +1,6 @@
-"""The report's figures, each as PNG and PDF: the transfer matrix, relative performance with its seed spread,
-and the training curves of stages 1, 2 and 3. Data preparation (tidy frames) is kept apart from drawing, so
-what a figure shows can be checked without looking at it."""
+"""The report's figures, each as PNG and PDF: the transfer matrix, relative performance with its seed spread and
+the intervals of its differences, and the training curves of stages 1, 2 and 3. Data preparation (tidy frames)
+is kept apart from drawing, so what a figure shows can be checked without looking at it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +14,11 @@ from .io import atomic_path, read_json
 from .paths import FIGURE_FORMATS, Figures, OptimizeRun, OriginalRun, file_in
 from .sources import read_table
 
-SCORES = ["own_space", "subspace", "random_subspace"]
-STAGE3_STYLES = {"learned": {"linestyle": "-"}, "random": {"linestyle": "--"}}
-SCORE_LABELS = {"own_space": "own space (stage 1)", "subspace": "learned subspace", "random_subspace": "random subspace"}
+SCORES = ["own_space", "init", "subspace", "svd_subspace", "random_subspace", "best_train_point"]
+STAGE3_STYLES = {"learned": {"linestyle": "-"}, "svd": {"linestyle": ":"}, "random": {"linestyle": "--"}}
+SCORE_LABELS = {"own_space": "own space (stage 1)", "init": "theta_init", "subspace": "learned subspace",
+                "svd_subspace": "joint-SVD subspace", "random_subspace": "random subspace",
+                "best_train_point": "best training point"}
 
 
 def save_figure(fig: Figure, png: str | Path) -> list[Path]:
@@ -78,16 +80,22 @@ def relative_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.join(grouped.size().rename("seeds")).reset_index()
 
 
-def plot_relative_performance(relative_csv: str | Path, png: str | Path) -> list[Path]:
+def plot_relative_performance(relative_csv: str | Path, intervals_csv: str | Path, png: str | Path) -> list[Path]:
+    """Top: each score per DET (bars: mean over seeds, whiskers: min-max over seeds, dots: seeds). Bottom: the
+    pooled paired-bootstrap 95% interval of subspace minus each baseline."""
     table = read_table(relative_csv, ["task", "task_role", "det", "seed", *SCORES, "relative"],
                        "relative-performance table")
+    intervals = read_table(intervals_csv, ["task_role", "det", "baseline", "scope", "estimate", "low", "high"],
+                           "interval table")
+    pooled = intervals[intervals["scope"] == "pooled"]
     summary, per_seed = relative_summary(table), relative_by_seed(table)
     roles = list(pd.unique(summary["task_role"]))
     dets = list(pd.unique(summary["det"]))
-    fig = Figure(figsize=(max(5.0, 1.6 * len(dets) + 1.5) * len(roles), 4.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(roles), sharey=True, squeeze=False)[0])
+    fig = Figure(figsize=(max(6.0, 2.2 * len(dets) + 1.5) * len(roles), 7.6), layout="constrained")
+    grid = fig.subplots(2, len(roles), squeeze=False, height_ratios=[3, 2])
     width = 0.8 / len(SCORES)
-    for ax, role in zip(axes, roles):
+    for column, role in enumerate(roles):
+        ax, diff_ax = grid[0, column], grid[1, column]
         rows = summary[summary["task_role"] == role].set_index("det").reindex(dets)
         seeds = per_seed[per_seed["task_role"] == role]
         for k, score in enumerate(SCORES):
@@ -95,21 +103,39 @@ def plot_relative_performance(relative_csv: str | Path, png: str | Path) -> list
             mean = rows[score].to_numpy(dtype=float)
             spread = np.vstack([mean - rows[f"{score}_min"].to_numpy(dtype=float),
                                 rows[f"{score}_max"].to_numpy(dtype=float) - mean])
-            ax.bar(x, mean, width, yerr=spread, capsize=3, label=SCORE_LABELS[score], color=f"C{k}")
+            ax.bar(x, mean, width, yerr=spread, capsize=2, label=SCORE_LABELS[score], color=f"C{k}")
             for i, det in enumerate(dets):  # every seed as a dot: the spread the bar's whisker summarises
                 values = seeds.loc[seeds["det"] == det, score].to_numpy(dtype=float)
-                ax.scatter(np.full(len(values), x[i]), values, s=10, color="black", zorder=3)
+                ax.scatter(np.full(len(values), x[i]), values, s=8, color="black", zorder=3)
         for i, det in enumerate(dets):
-            ax.annotate(f"{rows.loc[det, 'relative']:.0f}%", (i, rows.loc[det, "subspace_max"]),
-                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+            ax.annotate(f"{rows.loc[det, 'relative']:.0f}%", (i, np.nanmax(rows.loc[det, [f'{s}_max' for s in SCORES]])),
+                        textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
         ax.set_xticks(range(len(dets)), dets)
         n_tasks = table.loc[table["task_role"] == role, "task"].nunique()
         ax.set_title(f"{role} tasks ({n_tasks}); label: subspace / own space")
         ax.set_ylim(0, 1.15 * max(1e-9, np.nanmax(summary[[f"{s}_max" for s in SCORES]].to_numpy(dtype=float))))
-    axes[0].set_ylabel("test score (primary metric), mean over tasks")
-    axes[0].legend(loc="lower left", fontsize=8)
-    fig.suptitle("Subspace optimization vs. tuning in the DET's own space (bars: mean over seeds; whiskers: min-max)")
+        ax.set_ylabel("test score (primary metric), mean over tasks")
+        _plot_differences(diff_ax, pooled[pooled["task_role"] == role], dets)
+    grid[0, 0].legend(loc="lower left", fontsize=7, ncols=2)
+    fig.suptitle("Subspace optimization vs. its floors and controls (bars: mean over seeds; whiskers: min-max)")
     return save_figure(fig, png)
+
+
+def _plot_differences(ax, pooled: pd.DataFrame, dets: list[str]) -> None:
+    """Subspace minus each baseline per DET, with its pooled 95% interval; the zero line is 'no difference'."""
+    baselines = list(pd.unique(pooled["baseline"]))
+    width = 0.8 / max(1, len(baselines))
+    for k, baseline in enumerate(baselines):
+        rows = pooled[pooled["baseline"] == baseline].set_index("det").reindex(dets)
+        x = np.arange(len(dets)) + (k - (len(baselines) - 1) / 2) * width
+        estimate = rows["estimate"].to_numpy(dtype=float)
+        error = np.vstack([estimate - rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float) - estimate])
+        ax.errorbar(x, estimate, yerr=error, fmt="o", capsize=3, color=f"C{SCORES.index(baseline)}",
+                    label=f"minus {SCORE_LABELS[baseline]}")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(dets)), dets)
+    ax.set_ylabel("subspace minus baseline\n(pooled, 95% CI)")
+    ax.legend(fontsize=7, ncols=2)
 
 
 # ---- training curves ----------------------------------------------------------------------------------
@@ -144,7 +170,7 @@ def optimize_curves(results: list[str | Path]) -> pd.DataFrame:
     rows = []
     for given in results:
         r = read_json(file_in(given, OptimizeRun, "result"), what="stage-3 result")
-        for space, key in (("learned", "history"), ("random", "random_history")):
+        for space, key in (("learned", "history"), ("svd", "svd_history"), ("random", "random_history")):
             for entry in r.get(key) or []:
                 rows.append({"task": r["task"], "det": r["det"], "seed": r["seed"], "subspace": space,
                              "lr": entry["lr"], "step": entry["step"], "train_loss": entry["train_loss"],
@@ -207,18 +233,20 @@ def plot_optimize_curves(run_dirs: list[str | Path], png: str | Path) -> list[Pa
     curves = optimize_curves(run_dirs)
     if curves.empty:
         raise ValueError(f"no stage-3 history in {len(run_dirs)} result file(s); rerun optimize")
-    fig = _curve_grid(curves, "Stage 3: intrinsic vector trained in the learned (solid) and a random (dashed) subspace",
+    fig = _curve_grid(curves, "Stage 3: intrinsic vector trained in the learned (solid), the joint-SVD (dotted) and "
+                              "a random (dashed) subspace",
                       ["seed", "subspace", "lr"],
                       styles=lambda k: STAGE3_STYLES[k["subspace"]],
                       style_legend=[(f"{space} subspace", style) for space, style in STAGE3_STYLES.items()])
     return save_figure(fig, png)
 
 
-def make_figures(transfer_csv, relative_csv, original_metrics, decompose_metrics, optimize_results, out) -> list[Path]:
+def make_figures(transfer_csv, relative_csv, intervals_csv, original_metrics, decompose_metrics, optimize_results,
+                 out) -> list[Path]:
     """Every figure of the report: the Figures files `out` (or into that folder), each PNG with its PDF twin."""
     out = Figures.of(out)
     return [*plot_transfer_matrix(transfer_csv, out.transfer_matrix),
-            *plot_relative_performance(relative_csv, out.relative_performance),
+            *plot_relative_performance(relative_csv, intervals_csv, out.relative_performance),
             *plot_original_curves(original_metrics, out.curves_original),
             *plot_decompose_curves(decompose_metrics, out.curves_decompose),
             *plot_optimize_curves(optimize_results, out.curves_optimize)]

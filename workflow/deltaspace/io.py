@@ -30,6 +30,12 @@ def write_json(path: str | Path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_csv(path: str | Path, table, float_format: str | None = None) -> None:
+    """A pandas table as CSV, atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=float_format)
+
+
 def read_json(path: str | Path, what: str = "file"):
     path = Path(path)
     if not path.exists():

@@ -10,7 +10,7 @@ import torch
 
 from .backbones import Backbone, ScoringBatch, load_backbone
 from .dets import DeltaModel, build_delta_model
-from .evaluate import evaluate, prepare_batches
+from .evaluate import evaluate, evaluate_examples, prepare_batches
 from .hardware import autocast, job_setup
 from .io import read_json, tensor_digest
 from .paths import TaskData
@@ -39,9 +39,18 @@ class Job:
 
     def score_point(self, det: str, up, point: torch.Tensor, batches: list[ScoringBatch]) -> dict[str, float]:
         """Decode a subspace point through an up-projection, theta = init + Up(point), and score it."""
+        return self.score_vector(det, self.decode(det, up, point), batches)
+
+    def score_examples(self, det: str, vector: torch.Tensor, batches: list[ScoringBatch]):
+        """score_vector's metrics and each example's prediction (evaluate_examples): for test evaluations."""
+        model = self.models[det]
         with torch.no_grad(), autocast(self.precision, self.device):
-            vector = self.inits[det] + up(point)
-        return self.score_vector(det, vector, batches)
+            return evaluate_examples(lambda b: model.functional_scores(vector, b), batches)
+
+    def decode(self, det: str, up, point: torch.Tensor) -> torch.Tensor:
+        """theta = init + Up(point)."""
+        with torch.no_grad(), autocast(self.precision, self.device):
+            return self.inits[det] + up(point)
 
 
 def load_det_models(spec: dict, device, dets: dict[str, dict] | None = None) -> dict[str, DeltaModel]:

@@ -1,19 +1,21 @@
 """optimize (stage 3): train only an intrinsic vector I in R^r for one DET on a task, decoding theta = init + Up(I) through
-the frozen up-projection (method.md). The same loop trains in an untrained random subspace as a baseline."""
+the frozen up-projection (method.md). The same loop trains in two baseline subspaces: the joint-SVD fit that
+stage 2 starts from (what the joint decomposition adds) and an untrained random one (what any r directions give)."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .evaluate import prepare_batches
+from .evaluate import predictions_table, prepare_batches
 from .hardware import autocast
-from .io import save_tensors, tensor_digest, write_json
+from .io import save_tensors, tensor_digest, write_csv, write_json
 from .job import Job, batch_order, load_task_splits, start_job
 from .optim import make_optimizer
-from .paths import OptimizeRun
+from .paths import Decomposition, OptimizeRun
 from .projections import Fastfood
 from .subspace import UpProjection, load_subspace
 
@@ -65,36 +67,78 @@ def train_intrinsic(job: Job, det: str, up: UpProjection | Fastfood, batches: di
                 if best is None or dev[primary] > best["dev"]:
                     best = {"dev": dev[primary], "lr": lr, "step": done, "point": point.detach().clone()}
         log(f"[optimize] lr {lr}: best dev so far {best['dev']:.4f} (lr {best['lr']}, step {best['step']})")
-    test = job.score_point(det, up, best["point"], batches["test"]) if "test" in batches else None
-    return {"dev": best["dev"], "test": None if test is None else test[primary], "test_metrics": test,
-            "lr": best["lr"], "best_step": best["step"], "point": best["point"].cpu(), "history": all_history}
+    result = {"dev": best["dev"], "test": None, "test_metrics": None, "predictions": None, "lr": best["lr"],
+              "best_step": best["step"], "point": best["point"].cpu(), "history": all_history}
+    if "test" in batches:
+        result["test_metrics"], result["predictions"] = job.score_examples(
+            det, job.decode(det, up, best["point"]), batches["test"])
+        result["test"] = result["test_metrics"][primary]
+    return result
 
 
-def optimize(task: str, det: str, seed: int, spec: dict, subspace_path: str | Path, data, out,
-             threads: int | None = None, log=print) -> dict:
-    """Trains I* in the learned and in a random subspace on `task` (data: TaskData or folder); writes the
-    OptimizeRun files `out` (or into that folder): the result (learned and random scores) and the vectors."""
+def best_train_point(job: Job, det: str, up: UpProjection | Fastfood, points: pd.DataFrame, batches: dict,
+                     primary: str) -> dict:
+    """No training: decode every training task's stage-2 point (each DET's, each seed's) through this DET, keep
+    the one that scores best on this task's dev split, and test only that one (dev picks, test never does)."""
+    up = up.to(job.device)
+    coords = [c for c in points.columns if c.startswith("i") and c[1:].isdigit()]
+    best = None
+    for row in points.itertuples(index=False):
+        point = torch.tensor([getattr(row, c) for c in coords], dtype=torch.float32, device=job.device)
+        dev = job.score_point(det, up, point, batches["dev"])[primary]
+        if best is None or dev > best["dev"]:
+            best = {"dev": dev, "point": point, "from": {"task": row.task, "seed": int(row.seed), "det": row.det}}
+    metrics, predictions = job.score_examples(det, job.decode(det, up, best["point"]), batches["test"])
+    return {"dev": best["dev"], "test": metrics[primary], "from": best["from"], "predictions": predictions}
+
+
+def optimize(task: str, det: str, seed: int, spec: dict, decomposition, data, out, threads: int | None = None,
+             log=print) -> dict:
+    """Trains I* in the learned subspace and, as baselines, in the joint-SVD fit that stage 2 starts from and in
+    a random subspace; also scores theta_init and the best training task's point. decomposition: decompose's
+    Files (or folder); data: TaskData (or folder). Writes the OptimizeRun files `out` (or into that folder):
+    the scores, the vectors and every test prediction."""
     started = time.perf_counter()
-    out = OptimizeRun.of(out)
+    out, decomposition = OptimizeRun.of(out), Decomposition.of(decomposition)
+    subspace_path, svd_subspace_path, points_path = (decomposition.subspace, decomposition.svd_subspace,
+                                                     decomposition.points)
     splits, task_info = load_task_splits(data, task)
     primary = task_info.get("primary_metric", "accuracy")
     subspace, inits, meta = load_subspace(subspace_path)
+    svd_subspace, svd_inits, _ = load_subspace(svd_subspace_path)
     if det not in inits:
         raise ValueError(f"{subspace_path} has no DET {det!r}; it holds {sorted(inits)}")
+    if tensor_digest(svd_inits[det]) != tensor_digest(inits[det]):
+        raise ValueError(f"{svd_subspace_path} and {subspace_path} come from different runs of decompose; rerun it")
     job = start_job(spec, threads, dets={det: spec["dets"][det]}, init_digests={det: tensor_digest(inits[det])},
                     source=subspace_path)
     stage = spec["optimize"]
     log(f"[optimize] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
     batches = tokenised_batches(job.backbone, splits, task, stage, seed, job.device)
+    init_metrics, init_predictions = job.score_examples(det, job.inits[det], batches["test"])
     learned = train_intrinsic(job, det, subspace.up[det], batches, stage, seed, primary, log)
+    svd = train_intrinsic(job, det, svd_subspace.up[det], batches, stage, seed, primary, log)
     random = train_intrinsic(job, det, random_up_projection(subspace.up[det], seed), batches, stage, seed, primary, log)
-    save_tensors(out.intrinsic, {"intrinsic": learned["point"], "random_intrinsic": random["point"]},
+    nearest = best_train_point(job, det, subspace.up[det], pd.read_csv(points_path), batches, primary)
+    save_tensors(out.intrinsic, {"intrinsic": learned["point"], "svd_intrinsic": svd["point"],
+                                 "random_intrinsic": random["point"]},
                  {"task": task, "det": det, "seed": seed, "subspace": str(subspace_path), "lr": learned["lr"]})
+    write_csv(out.predictions, predictions_table({
+        "init": init_predictions, "subspace": learned["predictions"], "svd_subspace": svd["predictions"],
+        "random_subspace": random["predictions"], "best_train_point": nearest["predictions"]}))
     result = {"task": task, "det": det, "seed": seed, "primary_metric": primary, "subspace": str(subspace_path),
+              "svd_subspace": str(svd_subspace_path), "points": str(points_path), "predictions": str(out.predictions),
+              "init_test": init_metrics[primary],
               "dev": learned["dev"], "test": learned["test"], "lr": learned["lr"], "best_step": learned["best_step"],
+              "svd_dev": svd["dev"], "svd_test": svd["test"], "svd_lr": svd["lr"],
               "random_dev": random["dev"], "random_test": random["test"], "random_lr": random["lr"],
+              "best_train_point_dev": nearest["dev"], "best_train_point_test": nearest["test"],
+              "best_train_point_from": nearest["from"],
               "intrinsic": learned["point"].tolist(), "history": learned["history"],
-              "random_history": random["history"], "seconds": round(time.perf_counter() - started, 2)}
+              "svd_history": svd["history"], "random_history": random["history"],
+              "seconds": round(time.perf_counter() - started, 2)}
     write_json(out.result, result)
-    log(f"[optimize] done: test {result['test']:.4f} (random subspace {result['random_test']:.4f})")
+    log(f"[optimize] done: test {result['test']:.4f} (init {result['init_test']:.4f}, svd subspace "
+        f"{result['svd_test']:.4f}, random subspace {result['random_test']:.4f}, best train point "
+        f"{result['best_train_point_test']:.4f})")
     return result

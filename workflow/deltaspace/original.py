@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_examples, predictions_table
 from .hardware import autocast
-from .io import config_digest, load_checkpoint, save_checkpoint, save_tensors, tensor_digest, write_json
+from .io import config_digest, load_checkpoint, save_checkpoint, save_tensors, tensor_digest, write_csv, write_json
 from .job import batch_order, load_task_splits, start_job
 from .optim import make_optimizer
 from .paths import OriginalRun
@@ -42,15 +42,24 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
     log(f"[original] task={task} det={det} method={det_spec['method']} params={model.num_parameters} "
         f"device={device} precision={precision} steps={steps} batch={batch_size}")
 
-    def dev_score() -> dict:
+    def score(split: str) -> dict:
         with autocast(precision, device):
-            return evaluate(model, eval_batches["dev"])
+            return evaluate(model, eval_batches[split])
+
+    def test_examples():
+        with autocast(precision, device):
+            return evaluate_examples(model, eval_batches["test"])
 
     state = load_checkpoint(checkpoint_path, digest, log, "original")
     if state is None:
+        init_test, init_predictions = test_examples()
         state = {"step": 0, "best_dev": None, "best_step": 0, "best_vector": init_vector, "history": [],
-                 "init_dev": dev_score(), "digest": digest, "losses": []}
+                 "init_dev": score("dev"), "init_test": init_test, "init_predictions": init_predictions["pred"].tolist(),
+                 "digest": digest, "losses": []}
     else:
+        if "init_predictions" not in state:  # a checkpoint from before init_test: the model is still at theta_init
+            init_test, init_predictions = test_examples()
+            state.update(init_test=init_test, init_predictions=init_predictions["pred"].tolist())
         model.load_vector(state["vector"])
         optimizer.load_state_dict(state["optimizer"])
         log(f"[original] resumed from {checkpoint_path} at step {state['step']}")
@@ -66,7 +75,7 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
         state["losses"].append(loss.item())
         done = step + 1
         if done % eval_every == 0 or done == steps:
-            dev = dev_score()
+            dev = score("dev")
             train_loss = sum(state["losses"]) / len(state["losses"])
             state["history"].append({"step": done, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev.items()}})
             state["losses"] = []
@@ -79,8 +88,8 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
                 on_checkpoint(done)
 
     model.load_vector(state["best_vector"])
-    with autocast(precision, device):
-        test = evaluate(model, eval_batches["test"])
+    test, predictions = test_examples()
+    init_predictions = predictions.assign(pred=state["init_predictions"])
     delta = state["best_vector"] - init_vector
     metadata = {
         "task": task, "det": det, "method": det_spec["method"], "det_spec": json.dumps(det_spec, sort_keys=True),
@@ -94,11 +103,13 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
         "task": task, "det": det, "method": det_spec["method"], "seed": seed, "params": model.num_parameters,
         "primary_metric": primary, "dev": state["best_dev"][primary], "test": test[primary],
         "dev_metrics": state["best_dev"], "test_metrics": test, "init_dev": state["init_dev"][primary],
-        "majority": task_info["majority_test_accuracy"], "best_step": state["best_step"], "steps": steps,
+        "init_test": state["init_test"][primary], "gain": test[primary] - state["init_test"][primary],
+        "majority": task_info.get("majority_test_score", task_info["majority_test_accuracy"]), "best_step": state["best_step"], "steps": steps,
         "seconds": round(time.perf_counter() - started, 2), "device": str(device), "precision": precision,
         "delta_norm": float(delta.norm()), "history": state["history"], "config_digest": digest,
         "init_digest": metadata["init_digest"],
     }
+    write_csv(out.predictions, predictions_table({"init": init_predictions, "own": predictions}))
     write_json(out.metrics, metrics)
     log(f"[original] done: best step {state['best_step']} dev {metrics['dev']:.4f} test {metrics['test']:.4f} "
         f"majority {metrics['majority']:.4f} in {metrics['seconds']} s")

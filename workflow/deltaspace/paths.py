@@ -55,19 +55,22 @@ def stage_files(name: str, doc: str, methods: dict | None = None, **names: str) 
 
 
 # One line per stage's files: field=standard file name. What each holds is in docs/usage.md, "Outputs".
-TaskData = stage_files("TaskData", "prepare_task: a task's splits and summary.",
+TaskData = stage_files("TaskData", "prepare_task: a task's splits, its corpus' leak keys and summary.",
                        {"split": lambda self, name: getattr(self, name)},
-                       train="train.jsonl", dev="dev.jsonl", test="test.jsonl", summary="task.json")
+                       train="train.jsonl", dev="dev.jsonl", test="test.jsonl", corpus="corpus_keys.npy",
+                       summary="task.json")
 OriginalRun = stage_files("OriginalRun", "original (stage 1): one DET tuned alone.", delta="delta.safetensors",
-                          metrics="metrics.json")
+                          metrics="metrics.json", predictions="predictions.csv")
 Vectors = stage_files("Vectors", "collect_vectors: one DET's deltas as a matrix.", matrix="{det}.safetensors",
                       index="{det}_index.csv")
 Decomposition = stage_files("Decomposition", "decompose (stage 2): the shared subspace.",
-                            subspace="subspace.safetensors", points="points.csv", metrics="metrics.json")
+                            subspace="subspace.safetensors", svd_subspace="svd_subspace.safetensors",
+                            points="points.csv", metrics="metrics.json")
 OptimizeRun = stage_files("OptimizeRun", "optimize (stage 3): I* of one DET on one task.", result="result.json",
-                          intrinsic="intrinsic.safetensors")
+                          intrinsic="intrinsic.safetensors", predictions="predictions.csv")
 ResultTables = stage_files("ResultTables", "result_tables: relative performance and transfer.",
                            relative="relative_performance.csv", relative_summary="relative_performance.md",
+                           intervals="relative_intervals.csv",
                            transfer="transfer.csv", transfer_summary="transfer.md")
 Figures = stage_files("Figures", "figures: each PNG with a PDF twin (pdf_twin).", transfer_matrix="transfer_matrix.png",
                       relative_performance="relative_performance.png", curves_original="curves_original.png",
@@ -106,10 +109,12 @@ ORIGINAL = OriginalRun.at(f"{RESULTS}/original/{{task}}/{{det}}/seed{{seed}}")
 ORIGINAL_CHECKPOINT = f"{CHECKPOINTS}/original/{{task}}/{{det}}/seed{{seed}}/{CHECKPOINT_NAME}"
 VECTORS = Vectors.at(f"{RESULTS}/vectors")
 ORIGINAL_TABLE = f"{TABLES}/original.csv"
+OVERLAP = f"{TABLES}/overlap.csv"
 DECOMPOSITION = Decomposition.at(f"{RESULTS}/decompose")
 DECOMPOSE_CHECKPOINT = f"{CHECKPOINTS}/decompose/{CHECKPOINT_NAME}"
 OPTIMIZE = OptimizeRun.at(f"{RESULTS}/optimize/{{task}}/{{det}}/seed{{seed}}")
 TRANSFER = f"{RESULTS}/transfer/{{task}}/seed{{seed}}.csv"
+TRANSFER_PREDICTIONS = f"{RESULTS}/transfer/{{task}}/seed{{seed}}_predictions.csv"
 RESULT_TABLES = ResultTables.at(TABLES)
 FIGURES_FILES = Figures.at(FIGURES)
 LANDSCAPE = Landscape.at(f"{RESULTS}/landscape/{{task}}/seed{{seed}}")

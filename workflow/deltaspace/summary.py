@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .intervals import significance_words
 from .io import atomic_path
 from .sources import compact_paths, read_table
 
@@ -27,52 +28,98 @@ def _markdown(frame: pd.DataFrame, digits: int = 1) -> str:
 
 
 def original_section(original_csv: str | Path) -> tuple[str, pd.DataFrame]:
-    table = read_table(original_csv, ["task", "det", "seed", "test", "majority", "source"], "stage-1 table")
+    table = read_table(original_csv, ["task", "det", "seed", "test", "init_test", "gain", "majority", "source"],
+                       "stage-1 table")
     dets = list(pd.unique(table["det"]))
     rows = []
     for task, group in table.groupby("task", sort=False):
         row = {"task": task, "majority": f"{group['majority'].iloc[0]:.3f}"}
-        row.update({det: _score(group.loc[group["det"] == det, "test"]) if (group["det"] == det).any() else ""
-                    for det in dets})
+        for det in dets:
+            runs = group[group["det"] == det]
+            row[det] = f"{_score(runs['test'])} (init {runs['init_test'].mean():.3f})" if len(runs) else ""
         rows.append({**row, "source": compact_paths(group["source"])})
     # The per-DET mean: first over seeds within a task, so every task weighs the same.
-    per_task = table.groupby(["det", "task"], sort=False)["test"].mean()
+    per_task = table.groupby(["det", "task"], sort=False)[["test", "gain"]].mean()
+    gained = table.groupby(["det", "task"], sort=False)["gain"].mean().gt(0).groupby("det").sum()
     rows.append({"task": "mean over tasks", "majority": f"{table.groupby('task')['majority'].first().mean():.3f}",
-                 **{det: f"{per_task[det].mean():.3f}" for det in dets}, "source": str(original_csv)})
+                 **{det: f"{per_task.loc[det, 'test'].mean():.3f}" for det in dets}, "source": str(original_csv)})
+    rows.append({"task": "mean gain over init (tasks gained)", "majority": "",
+                 **{det: f"{per_task.loc[det, 'gain'].mean():+.3f} ({gained[det]}/{len(per_task.loc[det])})"
+                    for det in dets}, "source": str(original_csv)})
     frame = pd.DataFrame(rows, columns=["task", "majority", *dets, "source"])
     seeds = table["seed"].nunique()
     text = ("## Original space: each DET tuned alone (stage 1)\n\n"
             f"Test score (each task's primary metric) at the best dev checkpoint, per task and DET"
-            f"{'; mean ± standard deviation over ' + str(seeds) + ' seeds' if seeds > 1 else ''}. "
-            "`majority`: always answering the most common training label.\n\n" + _markdown(frame))
+            f"{'; mean ± standard deviation over ' + str(seeds) + ' seeds' if seeds > 1 else ''}, with the test "
+            "score at theta_init (before training) in brackets. `majority`: always answering the most common "
+            "training label.\n\n" + _markdown(frame))
     return text, frame
 
 
+RELATIVE_SCORES = ["own_space", "init", "subspace", "svd_subspace", "random_subspace", "best_train_point"]
+BASELINE_NAMES = {"init": "theta_init", "svd_subspace": "the joint-SVD subspace", "random_subspace":
+                  "a random subspace", "best_train_point": "the best training task's point"}
+
+
 def relative_section(relative_csv: str | Path, original_csv: str | Path) -> tuple[str, pd.DataFrame]:
-    table = read_table(relative_csv, ["task", "task_role", "det", "seed", "own_space", "subspace", "random_subspace",
-                                      "relative", "random_relative", "source"], "relative-performance table")
+    table = read_table(relative_csv, ["task", "task_role", "det", "seed", *RELATIVE_SCORES, "relative",
+                                      "gain_relative", "source"], "relative-performance table")
     stage1 = read_table(original_csv, ["task", "det", "seed", "source"], "stage-1 table")
     table = table.merge(stage1[["task", "det", "seed", "source"]].rename(columns={"source": "stage1_source"}),
                         on=["task", "det", "seed"], how="left")
     rows = []
     for (role, det), group in table.groupby(["task_role", "det"], sort=False):
         # Mean over tasks per seed first, so the seed spread is that of the headline number itself.
-        per_seed = group.groupby("seed")[["own_space", "subspace", "random_subspace", "relative", "random_relative"]].mean()
+        per_seed = group.groupby("seed")[RELATIVE_SCORES + ["relative", "gain_relative"]].mean()
         sources = compact_paths(group["source"])
         if group["stage1_source"].notna().all():
             sources += "; " + compact_paths(group["stage1_source"])
         rows.append({"task_role": role, "det": det, "tasks": group["task"].nunique(), "seeds": len(per_seed),
-                     "own_space": _score(per_seed["own_space"]), "subspace": _score(per_seed["subspace"]),
-                     "random_subspace": _score(per_seed["random_subspace"]),
+                     **{score: _score(per_seed[score]) for score in RELATIVE_SCORES},
                      "relative (%)": _percent(per_seed["relative"]),
-                     "random relative (%)": _percent(per_seed["random_relative"]), "source": sources})
+                     "gain relative (%)": _percent(per_seed["gain_relative"]), "source": sources})
     frame = pd.DataFrame(rows)
     text = ("## Subspace: relative performance of subspace optimization (stage 3)\n\n"
-            "Test score of an intrinsic vector trained in the learned subspace, in an untrained random subspace "
-            "of the same shape and scale, and of the DET tuned in its own space; relative = subspace / own "
-            "space x 100, averaged over tasks (± standard deviation over seeds). Sources: the stage-3 results, "
-            "then the stage-1 metrics of the own-space scores.\n\n" + _markdown(frame))
+            "Test score of an intrinsic vector trained in the learned subspace, beside its floors and controls: "
+            "`init` (theta_init, no training), `svd_subspace` (the same training in the joint-SVD subspace that "
+            "stage 2 starts from: what the joint decomposition adds), `random_subspace` (an untrained random "
+            "subspace of the same shape and scale), `best_train_point` (no training: the training tasks' stage-2 "
+            "point that scores best on this task's dev split) and `own_space` (the DET tuned alone, stage 1). "
+            "relative = subspace / own space x 100 (the paper's ratio); gain relative = (subspace - init) / (own "
+            "space - init) x 100, the share of the tuning gain the subspace recovers. Averaged over tasks (± "
+            "standard deviation over seeds). Sources: the stage-3 results, then the stage-1 metrics.\n\n"
+            + _markdown(frame))
     return text, frame
+
+
+def intervals_section(intervals_csv: str | Path) -> tuple[str, pd.DataFrame]:
+    table = read_table(intervals_csv, ["task_role", "det", "baseline", "scope", "estimate", "low", "high",
+                                       "n_strata", "n_examples", "sources"], "interval table")
+    lines = []
+    for (role, det), group in table[table["scope"] == "pooled"].groupby(["task_role", "det"], sort=False):
+        said = [f"{_signed(r.estimate)} vs {BASELINE_NAMES.get(r.baseline, r.baseline)} [{_signed(r.low)}, "
+                f"{_signed(r.high)}]: {_verdict(r.low, r.high, r.baseline)}" for r in group.itertuples()]
+        lines.append(f"- **{det}**, {role} tasks ({int(group['n_strata'].iloc[0])} task-seed test sets, "
+                     f"{int(group['n_examples'].iloc[0])} examples): " + "; ".join(said) + ".")
+    frame = table.assign(interval=[f"{_signed(e)} [{_signed(lo)}, {_signed(hi)}]"
+                                   for e, lo, hi in zip(table["estimate"], table["low"], table["high"])])
+    frame = frame[["task_role", "det", "baseline", "scope", "interval", "n_strata", "n_examples", "sources"]]
+    text = ("## Is the learned subspace better than its controls? (paired bootstrap, 95%)\n\n"
+            "Subspace test score minus each baseline's, on the same test examples; each (task, seed) test set is "
+            "resampled on its own and the pooled difference is the mean over them. A difference is significant "
+            "when its 95% interval excludes 0.\n\n" + "\n".join(lines) + "\n\nEvery interval, per task "
+            "(seeds pooled) and pooled over tasks:\n\n" + _markdown(frame.rename(columns={"sources": "source"})))
+    return text, frame
+
+
+def _signed(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:+.3f}"
+
+
+def _verdict(low: float, high: float, baseline: str) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "no interval"
+    return significance_words(low, high, a="subspace", b=BASELINE_NAMES.get(baseline, baseline))
 
 
 def _percent(values: pd.Series) -> str:
@@ -128,11 +175,11 @@ def resources_section(resources_csv: str | Path) -> tuple[str, pd.DataFrame]:
     return text, table
 
 
-def write_summary(out: str | Path, original_csv, relative_csv, transfer_csv, transfer_runs, resources_csv=None,
-                  landscape_csv=None) -> str:
+def write_summary(out: str | Path, original_csv, relative_csv, intervals_csv, transfer_csv, transfer_runs,
+                  resources_csv=None, landscape_csv=None) -> str:
     """The summary page; the landscape and resource sections only where those tables are given."""
     sections = [original_section(original_csv)[0], relative_section(relative_csv, original_csv)[0],
-                transfer_section(transfer_csv, transfer_runs)[0]]
+                intervals_section(intervals_csv)[0], transfer_section(transfer_csv, transfer_runs)[0]]
     if landscape_csv is not None:
         sections.append(landscape_section(landscape_csv)[0])
     if resources_csv is not None:

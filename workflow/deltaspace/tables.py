@@ -1,15 +1,19 @@
 """Tidy result tables built from the stages' files; every row names the file it came from."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_path, read_json
+from .intervals import difference_interval, gain_relative
+from .io import atomic_path, read_json, write_csv
 from .paths import OptimizeRun, OriginalRun, ResultTables, file_in
+from .sources import compact_paths
 
-ORIGINAL_COLUMNS = ["task", "det", "method", "seed", "params", "primary_metric", "dev", "test", "test_macro_f1",
-                  "majority", "init_dev", "best_step", "steps", "seconds", "precision", "device", "source"]
+ORIGINAL_COLUMNS = ["task", "det", "method", "seed", "params", "primary_metric", "dev", "test", "init_test", "gain",
+                    "test_macro_f1", "majority", "init_dev", "best_step", "steps", "seconds", "precision", "device",
+                    "source"]
 
 
 def original_table(metrics_files: list[str | Path], out: str | Path) -> pd.DataFrame:
@@ -26,8 +30,16 @@ def original_table(metrics_files: list[str | Path], out: str | Path) -> pd.DataF
     return table
 
 
-RELATIVE_COLUMNS = ["task", "task_role", "det", "seed", "own_space", "subspace", "random_subspace", "relative",
-                    "random_relative", "majority", "lr", "source"]
+# Stage 3's score, its floors and controls: each a column of the relative table and of the predictions file.
+BASELINES = ["init", "svd_subspace", "random_subspace", "best_train_point"]
+RESULT_KEYS = {"subspace": "test", "init": "init_test", "svd_subspace": "svd_test", "random_subspace": "random_test",
+               "best_train_point": "best_train_point_test"}
+RELATIVE_COLUMNS = (["task", "task_role", "det", "seed", "own_space", "init", "subspace", *BASELINES[1:], "relative",
+                     "gain_relative", "random_relative"]
+                    + [f"vs_{b}{end}" for b in BASELINES for end in ("", "_low", "_high")]
+                    + ["majority", "lr", "source", "predictions"])
+INTERVAL_COLUMNS = ["task_role", "det", "baseline", "scope", "estimate", "low", "high", "n_strata", "n_examples",
+                    "sources"]
 
 
 def percent_of(score: pd.Series, own_space: pd.Series) -> pd.Series:
@@ -37,34 +49,85 @@ def percent_of(score: pd.Series, own_space: pd.Series) -> pd.Series:
 
 def _own_space(original_csv) -> pd.DataFrame:
     table = pd.read_csv(original_csv)
-    return table.rename(columns={"test": "own_space"})[["task", "det", "seed", "own_space", "majority"]]
+    return table.rename(columns={"test": "own_space"})[["task", "det", "seed", "own_space", "init_test", "majority"]]
+
+
+def _strata(rows: pd.DataFrame, baseline: str) -> list[tuple]:
+    """(subspace, baseline, gold) predictions of each (task, seed) row: one bootstrap stratum each."""
+    strata = []
+    for path in rows["predictions"]:
+        predictions = pd.read_csv(path)
+        strata.append((predictions["subspace"].to_numpy(), predictions[baseline].to_numpy(),
+                       predictions["gold"].to_numpy()))
+    return strata
+
+
+def _interval(rows: pd.DataFrame, baseline: str) -> dict:
+    # Each task's own primary metric, pooled as the table's means pool the scores; a (task, DET, seed) test set
+    # draws the same resamples alone, per task and pooled, so its intervals agree wherever it appears.
+    seeds = [zlib.crc32(f"{row.task}/{row.det}/{row.seed}".encode()) for row in rows.itertuples()]
+    return difference_interval(_strata(rows, baseline), list(rows["primary_metric"]), seed=seeds)
 
 
 def relative_performance_table(results: list[str | Path], original_csv: str | Path, roles: dict[str, str],
-                               out: str | Path, summary_out: str | Path) -> pd.DataFrame:
-    """Subspace and random-subspace scores relative to the same DET tuned in its own space (x 100), from the
-    optimize result files (or OptimizeRun folders)."""
+                               out: str | Path, summary_out: str | Path,
+                               intervals_out: str | Path | None = None) -> pd.DataFrame:
+    """Subspace scores beside their floors and controls (init, the joint-SVD subspace, a random subspace, the
+    best training task's point), relative to the same DET tuned in its own space, with paired-bootstrap 95%
+    intervals of subspace minus each baseline: per row, and (intervals_out) per task and pooled over tasks
+    and seeds, per task role and DET. From the optimize result files (or OptimizeRun folders)."""
     rows = []
     for given in results:
         path = file_in(given, OptimizeRun, "result")
         r = read_json(path, what="stage-3 result")
+        missing = [key for key in [*RESULT_KEYS.values(), "predictions"] if key not in r]
+        if missing:
+            raise ValueError(f"stage-3 result {path} lacks {missing}: it was written by an older version; "
+                             "delete results/optimize and rerun")
         rows.append({"task": r["task"], "task_role": roles.get(r["task"], "target"), "det": r["det"],
-                     "seed": r["seed"], "subspace": r["test"], "random_subspace": r["random_test"], "lr": r["lr"],
-                     "source": str(path)})
+                     "seed": r["seed"], **{column: r[key] for column, key in RESULT_KEYS.items()},
+                     "primary_metric": r["primary_metric"], "lr": r["lr"], "source": str(path),
+                     "predictions": r["predictions"]})
     table = pd.DataFrame(rows).merge(_own_space(original_csv), on=["task", "det", "seed"], how="left")
     if table["own_space"].isna().any():
         missing = table.loc[table["own_space"].isna(), ["task", "det"]].drop_duplicates().values.tolist()
         raise ValueError(f"{original_csv} has no own-space score for {missing}; run stage 1 on those tasks")
     table["relative"] = percent_of(table["subspace"], table["own_space"])
+    table["gain_relative"] = gain_relative(table["subspace"], table["init"], table["own_space"])
     table["random_relative"] = percent_of(table["random_subspace"], table["own_space"])
-    table = table[RELATIVE_COLUMNS].sort_values(["task_role", "task", "det", "seed"], ignore_index=True)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    summary = (table.groupby(["task_role", "det"])[["own_space", "subspace", "random_subspace", "relative", "random_relative"]]
-               .mean().round(2).reset_index())
+    for baseline in BASELINES:
+        found = [_interval(table.iloc[[i]], baseline) for i in range(len(table))]
+        table[f"vs_{baseline}"] = [f["estimate"] for f in found]
+        table[f"vs_{baseline}_low"] = [f["low"] for f in found]
+        table[f"vs_{baseline}_high"] = [f["high"] for f in found]
+    table = table[RELATIVE_COLUMNS + ["primary_metric"]].sort_values(["task_role", "task", "det", "seed"],
+                                                                     ignore_index=True)
+    intervals = interval_table(table)
+    write_csv(out, table.drop(columns="primary_metric"), float_format="%.4f")
+    if intervals_out is not None:
+        write_csv(intervals_out, intervals, float_format="%.4f")
+    summary = (table.groupby(["task_role", "det"])[["own_space", "init", "subspace", *BASELINES[1:], "relative",
+                                                   "gain_relative"]]
+               .mean().round(3).reset_index())
     _write_markdown(summary_out, "Relative performance of subspace optimization (mean over tasks and seeds; "
-                                 "relative = subspace / own space x 100)", summary)
+                                 "relative = subspace / own space x 100; gain_relative = (subspace - init) / "
+                                 "(own space - init) x 100)", summary)
     return table
+
+
+def interval_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Paired-bootstrap 95% intervals of subspace minus each baseline, per task (seeds pooled) and pooled over
+    every task and seed of a task role, per DET; a stratum is one (task, seed) test set."""
+    rows = []
+    for (role, det), group in table.groupby(["task_role", "det"], sort=False):
+        scopes = [(task, rows_of_task) for task, rows_of_task in group.groupby("task", sort=False)]
+        scopes.append(("pooled", group))
+        for baseline in BASELINES:
+            for scope, rows_of_scope in scopes:
+                found = _interval(rows_of_scope, baseline)
+                rows.append({"task_role": role, "det": det, "baseline": baseline, "scope": scope, **found,
+                             "sources": compact_paths(rows_of_scope["predictions"])})
+    return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
 
 
 def transfer_table(transfer_csvs: list[str | Path], original_csv: str | Path, out: str | Path,
@@ -74,7 +137,10 @@ def transfer_table(transfer_csvs: list[str | Path], original_csv: str | Path, ou
     own = _own_space(original_csv).rename(columns={"det": "target_det"})
     table = table.merge(own, on=["task", "target_det", "seed"], how="left")
     table["relative"] = percent_of(table["score"], table["own_space"])
-    columns = ["task", "source_det", "target_det", "seed", "score", "own_space", "relative", "majority", "source"]
+    table = table.rename(columns={"init_test": "init"})
+    table["gain_relative"] = gain_relative(table["score"], table["init"], table["own_space"])
+    columns = ["task", "source_det", "target_det", "seed", "score", "init", "own_space", "relative", "gain_relative",
+               "majority", "source"]
     table = table[columns].sort_values(["task", "source_det", "target_det", "seed"], ignore_index=True)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -92,7 +158,7 @@ def result_tables(results: list[str | Path], transfers: list[str | Path], origin
     """The result_tables rule's job: the relative-performance and transfer tables (the ResultTables `out`, or
     into that folder). roles: task -> seen | unseen | target."""
     out = ResultTables.of(out)
-    relative_performance_table(results, original_csv, roles, out.relative, out.relative_summary)
+    relative_performance_table(results, original_csv, roles, out.relative, out.relative_summary, out.intervals)
     transfer_table(transfers, original_csv, out.transfer, out.transfer_summary)
     return out
 

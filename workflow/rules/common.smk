@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from deltaspace import paths  # noqa: E402
 from deltaspace.paths import (  # noqa: E402
     ARTIFACT, BENCHMARK_FILES, DATA, DECOMPOSE_CHECKPOINT, DECOMPOSITION, FIGURES_FILES, LANDSCAPE, LANDSCAPE_AREA,
-    LOGS, OPTIMIZE, ORIGINAL, ORIGINAL_CHECKPOINT, ORIGINAL_TABLE, PEFT, RESOURCES, RESULT_TABLES, SUMMARY, TRANSFER,
-    VECTORS,
+    LOGS, OPTIMIZE, ORIGINAL, ORIGINAL_CHECKPOINT, ORIGINAL_TABLE, OVERLAP, PEFT, RESOURCES, RESULT_TABLES, SUMMARY,
+    TRANSFER, TRANSFER_PREDICTIONS, VECTORS,
 )
 
 
@@ -273,6 +273,11 @@ def decompose_train_tasks():
     return list(config["decompose"]["train_tasks"])
 
 
+def guarded_tasks():
+    """What the leakage guard reads: the subspace's train tasks and the tasks it must not have seen."""
+    return decompose_train_tasks() + list(config["decompose"]["unseen_tasks"])
+
+
 def task_roles():
     """seen: the subspace was learned from it; unseen (multi-task) or target (single-task): it was not."""
     other = "unseen" if config["decompose"]["setting"] == "multi" else "target"
@@ -347,7 +352,8 @@ def common_spec():
 
 def decompose_spec(wildcards):
     # Only what stage 2 reads: choosing other stage-3 tasks must not retrain the subspace.
-    settings = {k: v for k, v in config["decompose"].items() if k not in ("setting", "unseen_tasks", "optimize_seen")}
+    settings = {k: v for k, v in config["decompose"].items() if k not in ("setting", "unseen_tasks", "optimize_seen",
+                                                                            "max_overlap")}
     return as_json({**common_spec(), "dets": config["dets"], "decompose": settings, "seed": config["decompose"]["seed"]})
 
 

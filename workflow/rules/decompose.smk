@@ -3,10 +3,13 @@
 
 rule decompose:
     input:
+        # The leakage guard: a changed task list is checked before stage 2 starts (ancient: no rerun when it is).
+        overlap=ancient(OVERLAP),
         vectors=expand(VECTORS.matrix, det=det_names()),
         data=lambda wildcards: [path for task in decompose_train_tasks() for path in DATA.formatted(task=task).paths()],
     output:
         subspace=DECOMPOSITION.subspace,
+        svd_subspace=DECOMPOSITION.svd_subspace,
         points=report(
             DECOMPOSITION.points,
             caption="../report/points.rst",

@@ -3,12 +3,15 @@
 
 rule optimize:
     input:
-        subspace=DECOMPOSITION.subspace,
+        overlap=ancient(OVERLAP),
+        **named(DECOMPOSITION, "decomposition_"),
         **named(DATA),
     output:
         **named(OPTIMIZE),
     params:
         spec=optimize_spec,
+        decomposition=lambda wildcards, input: files_option(
+            "decomposition", io_files(paths.Decomposition, input, "decomposition_")),
         data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
         out=lambda wildcards, output: files_option("out", io_files(paths.OptimizeRun, output)),
     log:
@@ -24,7 +27,7 @@ rule optimize:
         "../../envs/deltaspace.yaml"
     shell:
         "python -m deltaspace optimize --task {wildcards.task:q} --det {wildcards.det:q} --seed {wildcards.seed}"
-        " --spec {params.spec:q} --subspace-path {input.subspace:q} {params.data} {params.out}"
+        " --spec {params.spec:q} {params.decomposition} {params.data} {params.out}"
         " --threads {threads} > {log:q} 2>&1"
 
 
@@ -34,7 +37,8 @@ rule transfer:
         **named(DATA),
         results=lambda wildcards: list(optimize_files_by_det(wildcards, "result").values()),
     output:
-        TRANSFER,
+        scores=TRANSFER,
+        predictions=TRANSFER_PREDICTIONS,
     params:
         spec=transfer_spec,
         data=lambda wildcards, input: files_option("data", io_files(paths.TaskData, input)),
@@ -52,7 +56,8 @@ rule transfer:
         "../../envs/deltaspace.yaml"
     shell:
         "python -m deltaspace transfer --task {wildcards.task:q} --seed {wildcards.seed} --spec {params.spec:q}"
-        " --subspace-path {input.subspace:q} {params.results} {params.data} --out {output:q}"
+        " --subspace-path {input.subspace:q} {params.results} {params.data} --out {output.scores:q}"
+        " --predictions-out {output.predictions:q}"
         " --threads {threads} > {log:q} 2>&1"
 
 
@@ -69,6 +74,12 @@ rule result_tables:
             labels={"table": "relative performance"},
         ),
         relative_summary=RESULT_TABLES.relative_summary,
+        intervals=report(
+            RESULT_TABLES.intervals,
+            caption="../report/relative_intervals.rst",
+            category="Optimize",
+            labels={"table": "intervals of subspace minus each baseline"},
+        ),
         transfer=report(
             RESULT_TABLES.transfer,
             caption="../report/transfer.rst",

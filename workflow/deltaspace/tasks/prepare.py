@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from ..paths import TaskData
 from .errors import TaskDataError
 from .example import Example
+from .leakage import corpus_keys, write_corpus_keys
 from .metrics import METRICS, majority_baseline
 from .package_data import DEFAULT_WHEELS_DIR
 from .raw_task import SPLIT_NAMES, RawTask
@@ -64,8 +65,8 @@ def prepare_task(
     wheels_dir: Path | str | None = DEFAULT_WHEELS_DIR,
     crossfit_dir: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Write the TaskData files `out` (or into that folder): the split files and the task's summary; return
-    the summary."""
+    """Write the TaskData files `out` (or into that folder): the split files, the leak keys of the whole corpus
+    and the task's summary; return the summary."""
     sizes = validate_sizes(task_name, sizes)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TaskDataError(f"task {task_name!r}: seed must be an integer, got {seed!r}")
@@ -85,6 +86,8 @@ def prepare_task(
         # Relative to the summary: the folder of split files can move as one.
         files[split] = {"path": os.path.relpath(out.split(split), Path(out.summary).parent), "examples": len(splits[split]),
                         "sha256": hashlib.sha256(data).hexdigest()}
+    # Every text the source holds, not only the sampled ones: another data_seed would draw others.
+    write_corpus_keys(out.corpus, corpus_keys(example.input for example in raw.all_examples()))
     n_labels = max(len(example.candidates) for split in splits.values() for example in split)
     kind = raw.kind
     summary = {
@@ -104,11 +107,16 @@ def prepare_task(
         "majority_test_accuracy": majority_baseline(
             [example.label for example in splits["train"]], [example.label for example in splits["test"]]
         ),
+        # The floor beside a score: in the task's own metric (always-majority has macro-F1 far below its accuracy).
+        "majority_test_score": majority_baseline(
+            [example.label for example in splits["train"]], [example.label for example in splits["test"]],
+            raw.primary_metric,
+        ),
         "primary_metric": raw.primary_metric,
         "metrics": list(METRICS),
         "files": files,
     }
-    # task.json goes last: its presence means the split files beside it are complete.
+    # task.json goes last: its presence means the files beside it are complete.
     text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     atomic_write_bytes(Path(out.summary), text.encode("utf-8"))
     return summary
