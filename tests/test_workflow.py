@@ -36,12 +36,21 @@ def test_dry_run_of_the_embedded_default_plans_every_stage(workdir):
     result = snakemake(workdir, "-n")
     assert result.returncode == 0, result.stdout
     config = load_config("config.yaml")
-    assert len(config["tasks"]) == 9 and len(config["decompose"]["unseen_tasks"]) == 2
+    assert len(config["tasks"]) == 7 and len(config["decompose"]["unseen_tasks"]) == 2
     assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=2)
+    assert planned_jobs(result.stdout)["overlap"] == 1
+
+
+def test_study_plans_eleven_tasks_three_seeds_and_five_unseen_tasks(workdir):
+    result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "study.yaml"))
+    assert result.returncode == 0, result.stdout
+    config = load_config("study.yaml")
+    assert len(config["tasks"]) == 11 and len(config["seeds"]) == 3 and len(config["decompose"]["unseen_tasks"]) == 5
+    assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=5)
 
 
 def test_configfile_replaces_the_default_instead_of_merging(workdir):
-    """smoke.yaml's two tasks must not gain the default's nine (snakemake alone would merge the dicts)."""
+    """smoke.yaml's two tasks must not gain the default's seven (snakemake alone would merge the dicts)."""
     result = snakemake(workdir, "-n", "--configfile", SMOKE)
     assert result.returncode == 0, result.stdout
     assert stage_jobs(result.stdout) == expected_stage_jobs(load_config("smoke.yaml"), stage3_tasks=1)
