@@ -41,12 +41,12 @@ def test_dry_run_of_the_embedded_default_plans_every_stage(workdir):
     assert planned_jobs(result.stdout)["overlap"] == 1
 
 
-def test_study_plans_eleven_tasks_three_seeds_and_five_unseen_tasks(workdir):
+def test_study_plans_eleven_tasks_three_seeds_and_four_unseen_tasks(workdir):
     result = snakemake(workdir, "-n", "--configfile", str(REPO / "config" / "study.yaml"))
     assert result.returncode == 0, result.stdout
     config = load_config("study.yaml")
-    assert len(config["tasks"]) == 11 and len(config["seeds"]) == 3 and len(config["decompose"]["unseen_tasks"]) == 5
-    assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=5)
+    assert len(config["tasks"]) == 11 and len(config["seeds"]) == 3 and len(config["decompose"]["unseen_tasks"]) == 4
+    assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=4)
 
 
 def test_configfile_replaces_the_default_instead_of_merging(workdir):
