@@ -420,8 +420,11 @@ def pairs_option(name, mapping):
 
 
 def final_outputs():
+    # OVERLAP here too, not only as the stages' ancient input: when a changed task list reruns the guard,
+    # snakemake 9.27 otherwise plans the guard alone and stops (the other jobs wait for the next run).
     return [
-        SUMMARY, FIGURES_FILES.transfer_matrix, RESULT_TABLES.relative, RESULT_TABLES.transfer, ORIGINAL_TABLE,
+        OVERLAP, SUMMARY, FIGURES_FILES.transfer_matrix, RESULT_TABLES.relative, RESULT_TABLES.transfer,
+        ORIGINAL_TABLE,
         *[path for det in det_names() for path in VECTORS.formatted(det=det).paths()],
         ARTIFACT.card, *[run.config for run in peft_exports()], LANDSCAPE_AREA,
     ]
