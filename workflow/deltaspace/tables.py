@@ -25,8 +25,7 @@ def original_table(metrics_files: list[str | Path], out: str | Path) -> pd.DataF
         rows.append({**{k: m[k] for k in ORIGINAL_COLUMNS if k in m},
                      "test_macro_f1": m["test_metrics"]["macro_f1"], "source": str(path)})
     table = pd.DataFrame(rows, columns=ORIGINAL_COLUMNS).sort_values(["task", "det", "seed"], ignore_index=True)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out, table, float_format="%.4f")
     return table
 
 
@@ -52,21 +51,17 @@ def _own_space(original_csv) -> pd.DataFrame:
     return table.rename(columns={"test": "own_space"})[["task", "det", "seed", "own_space", "init_test", "majority"]]
 
 
-def _strata(rows: pd.DataFrame, baseline: str) -> list[tuple]:
+def _strata(rows: pd.DataFrame, baseline: str, predictions: dict[str, pd.DataFrame]) -> list[tuple]:
     """(subspace, baseline, gold) predictions of each (task, seed) row: one bootstrap stratum each."""
-    strata = []
-    for path in rows["predictions"]:
-        predictions = pd.read_csv(path)
-        strata.append((predictions["subspace"].to_numpy(), predictions[baseline].to_numpy(),
-                       predictions["gold"].to_numpy()))
-    return strata
+    return [(predictions[path]["subspace"].to_numpy(), predictions[path][baseline].to_numpy(),
+             predictions[path]["gold"].to_numpy()) for path in rows["predictions"]]
 
 
-def _interval(rows: pd.DataFrame, baseline: str) -> dict:
+def _interval(rows: pd.DataFrame, baseline: str, predictions: dict[str, pd.DataFrame]) -> dict:
     # Each task's own primary metric, pooled as the table's means pool the scores; a (task, DET, seed) test set
     # draws the same resamples alone, per task and pooled, so its intervals agree wherever it appears.
     seeds = [zlib.crc32(f"{row.task}/{row.det}/{row.seed}".encode()) for row in rows.itertuples()]
-    return difference_interval(_strata(rows, baseline), list(rows["primary_metric"]), seed=seeds)
+    return difference_interval(_strata(rows, baseline, predictions), list(rows["primary_metric"]), seed=seeds)
 
 
 def relative_performance_table(results: list[str | Path], original_csv: str | Path, roles: dict[str, str],
@@ -95,14 +90,16 @@ def relative_performance_table(results: list[str | Path], original_csv: str | Pa
     table["relative"] = percent_of(table["subspace"], table["own_space"])
     table["gain_relative"] = gain_relative(table["subspace"], table["init"], table["own_space"])
     table["random_relative"] = percent_of(table["random_subspace"], table["own_space"])
+    # Each predictions file read once, for every row, task and pooled interval it enters.
+    predictions = {path: pd.read_csv(path) for path in table["predictions"]}
     for baseline in BASELINES:
-        found = [_interval(table.iloc[[i]], baseline) for i in range(len(table))]
+        found = [_interval(table.iloc[[i]], baseline, predictions) for i in range(len(table))]
         table[f"vs_{baseline}"] = [f["estimate"] for f in found]
         table[f"vs_{baseline}_low"] = [f["low"] for f in found]
         table[f"vs_{baseline}_high"] = [f["high"] for f in found]
     table = table[RELATIVE_COLUMNS + ["primary_metric"]].sort_values(["task_role", "task", "det", "seed"],
                                                                      ignore_index=True)
-    intervals = interval_table(table)
+    intervals = interval_table(table, predictions)
     write_csv(out, table.drop(columns="primary_metric"), float_format="%.4f")
     if intervals_out is not None:
         write_csv(intervals_out, intervals, float_format="%.4f")
@@ -115,16 +112,17 @@ def relative_performance_table(results: list[str | Path], original_csv: str | Pa
     return table
 
 
-def interval_table(table: pd.DataFrame) -> pd.DataFrame:
+def interval_table(table: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Paired-bootstrap 95% intervals of subspace minus each baseline, per task (seeds pooled) and pooled over
-    every task and seed of a task role, per DET; a stratum is one (task, seed) test set."""
+    every task and seed of a task role, per DET; a stratum is one (task, seed) test set. predictions: each
+    row's predictions file, read."""
     rows = []
     for (role, det), group in table.groupby(["task_role", "det"], sort=False):
         scopes = [(task, rows_of_task) for task, rows_of_task in group.groupby("task", sort=False)]
         scopes.append(("pooled", group))
         for baseline in BASELINES:
             for scope, rows_of_scope in scopes:
-                found = _interval(rows_of_scope, baseline)
+                found = _interval(rows_of_scope, baseline, predictions)
                 rows.append({"task_role": role, "det": det, "baseline": baseline, "scope": scope, **found,
                              "sources": compact_paths(rows_of_scope["predictions"])})
     return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
@@ -142,8 +140,7 @@ def transfer_table(transfer_csvs: list[str | Path], original_csv: str | Path, ou
     columns = ["task", "source_det", "target_det", "seed", "score", "init", "own_space", "relative", "gain_relative",
                "majority", "source"]
     table = table[columns].sort_values(["task", "source_det", "target_det", "seed"], ignore_index=True)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out, table, float_format="%.4f")
     off_diagonal = table[table["source_det"] != table["target_det"]]
     matrix = off_diagonal.pivot_table(index="source_det", columns="target_det", values="relative", aggfunc="mean").round(1)
     _write_markdown(summary_out, "Transfer: relative performance (%) of the target DET decoded from the source "
