@@ -24,6 +24,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/backbone.smk"
 include: "workflow/rules/original.smk"
 include: "workflow/rules/decompose.smk"
 include: "workflow/rules/optimize.smk"

@@ -1,4 +1,5 @@
-"""deltaspace.intervals: expected values come from hand computation or a plain numpy bootstrap, never the module."""
+"""deltaspace.intervals over predicted texts: expected values come from hand computation or a plain numpy bootstrap,
+never the module."""
 from __future__ import annotations
 
 import math
@@ -12,19 +13,24 @@ from deltaspace.intervals import difference_interval, gain_relative, significanc
 
 
 def right_on(n_right: int, n: int) -> np.ndarray:
-    """Predictions against an all-zero gold: the first n_right are right (0), the rest wrong (1)."""
-    return np.r_[np.zeros(n_right, int), np.ones(n - n_right, int)]
+    """Predicted texts against an all-"yes" gold (GOLD): the first n_right are right, the rest wrong ("no")."""
+    return np.array(["yes"] * n_right + ["no"] * (n - n_right))
+
+
+def gold_of(n: int) -> np.ndarray:
+    return np.array(["yes"] * n)
 
 
 def correlated_stratum(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Three-class stratum, A right ~75% and B ~65%, their errors correlated through a shared uniform."""
+    """Three-label stratum of texts, A right ~75% and B ~65%, their errors correlated through a shared uniform."""
     gold = rng.integers(0, 3, n)
     shared = rng.random(n)
     fresh = rng.random(n)
     a_right = shared < 0.75
     b_right = np.where(rng.random(n) < 0.5, shared, fresh) < 0.65
     wrong = (gold + 1) % 3
-    return np.where(a_right, gold, wrong), np.where(b_right, gold, wrong), gold
+    names = np.array(["red", "green", "blue"])
+    return names[np.where(a_right, gold, wrong)], names[np.where(b_right, gold, wrong)], names[gold]
 
 
 def plain_bootstrap(strata, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -69,7 +75,7 @@ def test_gain_relative_elementwise_keeps_series_index():
 # --- difference_interval -----------------------------------------------------------------------------------------
 
 def test_estimate_on_hand_made_stratum():
-    gold = np.zeros(10, int)
+    gold = gold_of(10)
     result = difference_interval([(right_on(7, 10), right_on(4, 10), gold)], "accuracy", n_resamples=500)
     assert result["estimate"] == pytest.approx(0.7 - 0.4, abs=1e-12)
     assert (result["n_strata"], result["n_examples"]) == (1, 10)
@@ -79,8 +85,9 @@ def test_estimate_on_hand_made_stratum():
 @pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
 def test_identical_predictions_give_a_point_interval(metric):
     rng = np.random.default_rng(3)
-    gold = rng.integers(0, 3, 40)
-    pred = rng.integers(0, 3, 40)
+    names = np.array(["a", "b", "c"])
+    gold = names[rng.integers(0, 3, 40)]
+    pred = names[rng.integers(0, 3, 40)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scipy's degenerate-distribution warning must not escape either
         result = difference_interval([(pred, pred.copy(), gold)], metric, n_resamples=300)
@@ -120,7 +127,7 @@ def test_pooled_interval_is_a_stratified_bootstrap():
 
 
 def test_pooled_estimate_is_the_mean_of_strata_and_interval_lies_between_theirs():
-    gold = np.zeros(50, int)
+    gold = gold_of(50)
     plus_two_tenths = (right_on(35, 50), right_on(25, 50), gold)  # 0.70 - 0.50
     # Same accuracy (0.6) on different examples: difference exactly 0, but resamples spread around it.
     even = (right_on(30, 50), right_on(30, 50)[::-1].copy(), gold)
@@ -135,17 +142,43 @@ def test_pooled_estimate_is_the_mean_of_strata_and_interval_lies_between_theirs(
 
 
 def test_macro_f1_estimate_by_hand():
-    gold = np.array([0, 0, 0, 1, 1, 2])
-    pred_a = np.array([0, 0, 1, 1, 1, 2])
-    pred_b = np.array([0, 1, 1, 1, 2, 2])
-    # F1 = 2TP / (2TP + FP + FN), per label:
-    # A: label 0 TP2 FP0 FN1 -> 4/5; label 1 TP2 FP1 FN0 -> 4/5; label 2 TP1 FP0 FN0 -> 1
-    # B: label 0 TP1 FP0 FN2 -> 2/4; label 1 TP1 FP2 FN1 -> 2/5; label 2 TP1 FP1 FN0 -> 2/3
+    gold = ["x", "x", "x", "y", "y", "z"]
+    pred_a = ["x", "x", "y", "y", "y", "z"]
+    pred_b = ["x", "y", "y", "y", "w", "z"]
+    # F1 = 2TP / (2TP + FP + FN), per gold label (a predicted "w" is no label: only a miss of its "y"):
+    # A: x TP2 FP0 FN1 -> 4/5; y TP2 FP1 FN0 -> 4/5; z TP1 FP0 FN0 -> 1
+    # B: x TP1 FP0 FN2 -> 2/4; y TP1 FP2 FN1 -> 2/5; z TP1 FP0 FN0 -> 1
     macro_a = (4 / 5 + 4 / 5 + 1) / 3
-    macro_b = (2 / 4 + 2 / 5 + 2 / 3) / 3
+    macro_b = (2 / 4 + 2 / 5 + 1) / 3
     result = difference_interval([(pred_a, pred_b, gold)], "macro_f1", n_resamples=300)
-    assert result["estimate"] == pytest.approx(macro_a - macro_b)  # 0.3444...
+    assert result["estimate"] == pytest.approx(macro_a - macro_b)
     assert -1.0 <= result["low"] <= result["high"] <= 1.0
+
+
+def test_mean_text_metric_resamples_each_examples_score():
+    """exact_match over texts with several references: a plain bootstrap of the per-example hits agrees."""
+    # 300 examples: percentiles of a difference of means on a fine grid (multiples of 1/300)
+    references = [("the cat", "a dog")] * 150 + [("yes",)] * 150
+    pred_a = ["Cat!"] * 100 + ["bird"] * 50 + ["yes"] * 125 + ["no"] * 25  # hits: 100 + 125
+    pred_b = ["a dog"] * 50 + ["bird"] * 100 + ["yes"] * 100 + ["no"] * 50  # hits: 50 + 100
+    result = difference_interval([(pred_a, pred_b, references)], "exact_match", n_resamples=5000, seed=3)
+    assert result["estimate"] == pytest.approx(225 / 300 - 150 / 300)
+    hits_a = np.r_[np.ones(100), np.zeros(50), np.ones(125), np.zeros(25)]
+    hits_b = np.r_[np.ones(50), np.zeros(100), np.ones(100), np.zeros(50)]
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, 300, (20000, 300))
+    reference = np.percentile(hits_a[idx].mean(1) - hits_b[idx].mean(1), [2.5, 97.5])
+    assert result["low"] == pytest.approx(reference[0], abs=0.01)
+    assert result["high"] == pytest.approx(reference[1], abs=0.01)
+
+
+def test_an_undefined_correlation_gives_a_nan_interval_without_warnings():
+    gold = [str(i % 5) for i in range(20)]
+    good = [str((i + 1) % 5) for i in range(20)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = difference_interval([(good, good[:3] + ["three"] + good[4:], gold)], "pearson", n_resamples=200)
+    assert math.isnan(result["estimate"]) and math.isnan(result["low"]) and math.isnan(result["high"])
 
 
 def test_same_inputs_and_seed_give_identical_output():
@@ -158,8 +191,8 @@ def test_same_inputs_and_seed_give_identical_output():
 
 
 def test_mismatched_lengths_name_the_stratum():
-    good = (right_on(3, 5), right_on(2, 5), np.zeros(5, int))
-    bad = (right_on(3, 5), right_on(2, 4), np.zeros(5, int))
+    good = (right_on(3, 5), right_on(2, 5), gold_of(5))
+    bad = (right_on(3, 5), right_on(2, 4), gold_of(5))
     with pytest.raises(ValueError, match=r"stratum 1\b.*\[5, 4, 5\]"):
         difference_interval([good, bad], "accuracy")
 
@@ -168,7 +201,7 @@ def test_empty_strata_and_unknown_metric_are_refused():
     with pytest.raises(ValueError, match="empty"):
         difference_interval([], "accuracy")
     with pytest.raises(ValueError, match="unknown metric"):
-        difference_interval([(right_on(3, 5), right_on(2, 5), np.zeros(5, int))], "f2")
+        difference_interval([(right_on(3, 5), right_on(2, 5), gold_of(5))], "f2")
 
 
 # --- significance_words ------------------------------------------------------------------------------------------

@@ -148,7 +148,8 @@ def test_bf16_and_fp32_scores_agree_on_minilm():
             bf16 = model(batches[0])
     assert ((fp32 - bf16).abs() / backbone.similarity_scale).max() < 0.02
     assert (fp32.argmax(-1) == bf16.argmax(-1)).sum() >= 15
-    assert predict(model, batches)[0] == fp32.argmax(-1).tolist()
+    order = batches[0].example_ids  # predict gives each batch's rows: the examples sorted by input length
+    assert predict(model, batches)[0] == [examples[i].candidates[j] for i, j in zip(order, fp32.argmax(-1).tolist())]
 
 
 def test_init_test_and_predictions_match_a_direct_scoring_of_the_split(tiny_model_dirs, tmp_path):
@@ -166,19 +167,22 @@ def test_init_test_and_predictions_match_a_direct_scoring_of_the_split(tiny_mode
     assert order != sorted(order)
     metrics = train_det("toy", "lora", 42, spec, data, tmp_path / "out", tmp_path / "ck", log=lambda m: None)
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str, keep_default_na=False)
     examples = read_split(data / "test.jsonl")
-    gold = [json.loads(line)["label"] for line in (data / "test.jsonl").read_text().splitlines()]
+    # The gold candidate's text, read from the split file itself.
+    gold = [row["candidates"][row["label"]] for row in map(json.loads, (data / "test.jsonl").read_text().splitlines())]
 
-    assert list(predictions.columns) == ["example", "gold", "init", "own"]
-    assert predictions["example"].tolist() == list(range(len(gold)))
+    assert list(predictions.columns) == ["example", "gold", "references", "init", "own"]
+    assert predictions["example"].tolist() == [str(i) for i in range(len(gold))]
     assert predictions["gold"].tolist() == gold
+    assert predictions["references"].tolist() == [json.dumps([g]) for g in gold]
 
     model = build_delta_model(load_backbone(spec["backbone"]), spec["det"], spec["init_seed"])
 
     def one_by_one():
         with torch.no_grad():
-            return [int(model(model.backbone.prepare([example], "toy")).argmax(-1)) for example in examples]
+            return [example.candidates[int(model(model.backbone.prepare([example], "toy")).argmax(-1))]
+                    for example in examples]
 
     at_init = one_by_one()
     model.load_vector(model.vector() + load_tensors(tmp_path / "out" / "delta.safetensors")[0]["delta"])

@@ -49,15 +49,15 @@ class ScriptedEvaluate:
                            fingerprint, batches[0]))
         return split
 
-    def __call__(self, score, batches):
+    def __call__(self, score, batches, metrics=("accuracy",)):
         if self._record(score, batches, "evaluate") == "dev":
             value = self.dev_scores.pop(0)
-            return {"accuracy": value, "macro_f1": value}
-        return self.real(score, batches)
+            return {name: value for name in ("accuracy", *metrics)}
+        return self.real(score, batches, metrics)
 
-    def examples(self, score, batches):
+    def examples(self, score, batches, metrics=("accuracy",)):
         self._record(score, batches, "examples")
-        return self.real_examples(score, batches)
+        return self.real_examples(score, batches, metrics)
 
     def install(self, monkeypatch, module):
         monkeypatch.setattr(module, "evaluate", self)
@@ -270,12 +270,13 @@ N_TEST = 100  # every score above is a multiple of 1 / N_TEST
 
 
 def _write_predictions(path, n: int, right: dict[str, int]):
-    """A stage-3 predictions file of n binary examples (gold 0, 1, 0, ...) where column c is right on exactly its
-    first right[c] examples and wrong on the rest."""
-    gold = [i % 2 for i in range(n)]
-    columns = {"example": list(range(n)), "gold": gold}
+    """A stage-3 predictions file of n binary examples (gold texts "yes", "no", "yes", ...) where column c is right
+    on exactly its first right[c] examples and wrong on the rest."""
+    gold = ["yes" if i % 2 == 0 else "no" for i in range(n)]
+    other = {"yes": "no", "no": "yes"}
+    columns = {"example": list(range(n)), "gold": gold, "references": [json.dumps([g]) for g in gold]}
     for name, k in right.items():
-        columns[name] = [g if i < k else 1 - g for i, g in enumerate(gold)]
+        columns[name] = [g if i < k else other[g] for i, g in enumerate(gold)]
     pd.DataFrame(columns).to_csv(path, index=False)
 
 
@@ -298,8 +299,8 @@ def _write_runs(root):
         run = root / "stage1" / task / det
         run.mkdir(parents=True)
         (run / "metrics.json").write_text(json.dumps({
-            "task": task, "det": det, "method": det, "seed": SEED, "params": 10, "primary_metric": "accuracy",
-            "dev": dev, "test": test, "test_metrics": {"accuracy": test, "macro_f1": test / 2}, "majority": 0.55,
+            "task": task, "det": det, "method": det, "seed": SEED, "params": 10, "primary_metric": "macro_f1",
+            "dev": dev, "test": test, "test_metrics": {"accuracy": test / 2, "macro_f1": test}, "majority": 0.55,
             "init_dev": 0.31, "init_test": init_test, "gain": test - init_test, "best_step": 4, "steps": 6}))
         stage1_runs.append(run)
     for (task, det), (dev, test, random_dev, random_test, init_test, svd_test, point_test) in STAGE3.items():
@@ -315,7 +316,8 @@ def test_original_table_reports_test_not_dev(tmp_path):
     _write_runs(tmp_path)
     table = pd.read_csv(tmp_path / "original.csv").set_index(["task", "det"])
     assert table.loc[("t1", "lora"), "test"] == 0.80 and table.loc[("t1", "lora"), "dev"] == 0.90
-    assert table.loc[("t1", "prefix"), "test_macro_f1"] == 0.30 and table.loc[("t1", "prefix"), "init_dev"] == 0.31
+    assert table.loc[("t1", "prefix"), "test_accuracy"] == 0.30 and table.loc[("t1", "prefix"), "init_dev"] == 0.31
+    assert table.loc[("t1", "prefix"), "primary_metric"] == "macro_f1"
     assert table.loc[("t1", "lora"), "init_test"] == 0.40 and table.loc[("t1", "lora"), "gain"] == 0.40
     assert table.loc[("t2", "prefix"), "gain"] == -0.10
 
@@ -395,7 +397,7 @@ def test_transfer_relative_is_the_target_dets_score_over_its_own_space(tmp_path)
 def _hand_original(path, rows):
     """original.csv as stage 1's table writes it; rows: (task, det, seed, test, init_test)."""
     pd.DataFrame([{"task": task, "det": det, "method": det, "seed": seed, "params": 10, "primary_metric": "accuracy",
-                   "dev": test, "test": test, "init_test": init, "gain": test - init, "test_macro_f1": test,
+                   "dev": test, "test": test, "init_test": init, "gain": test - init, "test_accuracy": test,
                    "majority": 0.5, "init_dev": init, "best_step": 2, "steps": 4, "seconds": 1.0, "precision": "fp32",
                    "device": "cpu", "source": f"stage1/{task}/{det}/metrics.json"}
                   for task, det, seed, test, init in rows]).to_csv(path, index=False)

@@ -14,15 +14,13 @@ from deltaspace import tasks
 from deltaspace.tasks import (
     Example,
     TaskDataError,
-    accuracy,
     load_packaged,
     load_task,
-    macro_f1,
     majority_baseline,
     normalize_text,
     prepare_task,
     read_split,
-    score_all,
+    score_texts,
 )
 from deltaspace.tasks import package_data
 
@@ -70,8 +68,18 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_packaged_registry_has_the_eleven_tasks():
-    assert tasks.packaged_task_names() == list(PACKAGED_EXPECTED)
+def test_packaged_registry_has_eleven_classification_tasks_and_a_generative_one():
+    assert tasks.packaged_task_names() == [*PACKAGED_EXPECTED, "ner_finance"]
+
+
+@needs_wheels
+def test_ner_finance_is_free_text_scored_by_qa_f1(packaged_examples):
+    """Counted in the wheel's jsonl: 1,164 samples, 651 of them answered "No entities found"."""
+    examples = packaged_examples("ner_finance")
+    assert len(examples) == 1164 and all(e.generative and len(e.references) == 1 for e in examples)
+    assert sum(e.answer == "No entities found" for e in examples) == 651
+    assert examples[0].answer.startswith("[SILICON VALLEY BANK - ORGANIZATION, Bank - ORGANIZATION")
+    assert tasks.PACKAGED_TASKS["ner_finance"].primary_metric == "qa_f1"
 
 
 @needs_wheels
@@ -349,12 +357,15 @@ def test_crossfit_multiple_choice_parses_options_per_example(tmp_path):
     assert raw.given_splits["test"][0].label == 1
 
 
-def test_crossfit_generative_task_is_rejected(tmp_path):
+def test_crossfit_free_text_task_is_generative_with_every_output_column_a_reference(tmp_path):
     folder = make_crossfit_folder(tmp_path, "summ", {
-        split: [f"document {i}\tsummary {i}" for i in range(25)] for split in ("train", "dev", "test")
+        split: [f"document {i}\tsummary {i}\tshort {i}" for i in range(25)] for split in ("train", "dev", "test")
     })
-    with pytest.raises(TaskDataError, match="looks generative"):
-        load_task("summ", {"source": "crossfit", "path": str(folder)})
+    raw = load_task("summ", {"source": "crossfit", "path": str(folder)})
+    assert raw.kind == "generative"
+    assert raw.given_splits["test"][3] == Example("document 3", references=("summary 3", "short 3"))
+    # 25 distinct outputs are at most max_candidates here: the same file reads as classification.
+    assert load_task("summ", {"source": "crossfit", "path": str(folder), "max_candidates": 30}).kind == "classification"
 
 
 def test_read_split_reports_missing_and_corrupt_files(tmp_path):
@@ -377,18 +388,38 @@ def test_example_json_round_trip():
 
 
 def test_metrics_on_hand_computed_cases():
-    gold = [0, 0, 0, 1, 1, 2]
-    pred = [0, 0, 1, 1, 2, 2]
-    assert accuracy(pred, gold) == pytest.approx(4 / 6)
-    # F1 per class: 0 -> 2*2/(4+0+1)=0.8, 1 -> 2/(2+1+1)=0.5, 2 -> 2/(2+1+0)=2/3.
-    assert macro_f1(pred, gold) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
-    # A predicted label absent from gold counts with F1 0.
-    assert macro_f1([3, 0], [0, 0]) == pytest.approx((2 / 3 + 0) / 2)
-    assert majority_baseline([1, 1, 0], [1, 0, 0, 0]) == pytest.approx(0.25)
-    assert majority_baseline([0, 1], [1, 1]) == 0.0  # ties go to the smallest label
-    assert score_all([1, 1], [1, 1]) == {"accuracy": 1.0, "macro_f1": 1.0}
+    """Over output texts (tests/test_metrics.py has every metric): a prediction outside the gold labels is only a
+    miss of its example's gold label."""
+    gold = [("a",), ("a",), ("a",), ("b",), ("b",), ("c",)]
+    pred = ["a", "a", "b", "b", "c", "c"]
+    # F1 per gold label: a -> 2*2/(4+0+1)=0.8, b -> 2/(2+1+1)=0.5, c -> 2/(2+1+0)=2/3.
+    assert score_texts(pred, gold, ["accuracy", "macro_f1"]) == pytest.approx(
+        {"accuracy": 4 / 6, "macro_f1": (0.8 + 0.5 + 2 / 3) / 3})
+    assert score_texts(["d", "a"], [("a",), ("a",)], ["macro_f1"]) == {"macro_f1": pytest.approx(2 / 3)}
+    assert majority_baseline(["b", "b", "a"], [("b",), ("a",), ("a",), ("a",)]) == pytest.approx(0.25)
+    assert majority_baseline(["a", "b"], [("b",), ("b",)]) == 0.0  # ties go to the smallest text
     with pytest.raises(ValueError):
-        accuracy([1], [1, 0])
+        score_texts(["b"], [("b",), ("a",)], ["accuracy"])
+
+
+def test_prepare_summarises_a_generative_task(tmp_path, monkeypatch):
+    """Examples with gold texts only (no candidates): no label counts, the majority output text as the floor."""
+    from deltaspace.tasks import RawTask
+    from deltaspace.tasks import prepare as prepare_module
+
+    def texts(split, n):
+        return tuple(Example(f"{split} question {i}", references=(("yes" if i % 3 else "no"), "maybe"))
+                     for i in range(n))
+
+    raw = RawTask("qa", given_splits={"train": texts("train", 6), "dev": texts("dev", 3), "test": texts("test", 3)},
+                  primary_metric="exact_match")
+    monkeypatch.setattr(prepare_module, "load_task", lambda *args, **kwargs: raw)
+    summary = prepare_task("qa", {"source": "crossfit", "path": "x"}, {"train": 6, "dev": 3, "test": 3}, 0, tmp_path)
+    assert summary["label_counts"] == {"train": {}, "dev": {}, "test": {}}
+    assert summary["candidates"] is None and summary["metrics"] == ["accuracy", "exact_match"]
+    # train: "yes" 4 times, "no" twice -> always "yes"; test gold no, yes, yes
+    assert summary["majority_test_accuracy"] == pytest.approx(2 / 3)
+    assert summary["majority_test_score"] == pytest.approx(2 / 3)
 
 
 def chat_jsonl(rows: list[tuple[str, str]], system: str | None = None) -> bytes:
@@ -485,6 +516,6 @@ def test_social_iqa_and_crepe_prepare_at_the_default_sizes(tmp_path):
 
 
 def test_majority_baseline_in_the_tasks_own_metric():
-    # Always 1 on gold [1, 0, 0, 0]: label 1 has TP 1, FP 3 -> F1 2/5; label 0 has TP 0 -> F1 0; macro 0.2.
-    assert majority_baseline([1, 1, 0], [1, 0, 0, 0], "macro_f1") == pytest.approx(0.2)
-    assert majority_baseline([1, 1, 0], [1, 0, 0, 0], "accuracy") == pytest.approx(0.25)
+    # Always "b" on gold b, a, a, a: label b has TP 1, FP 3 -> F1 2/5; label a has TP 0 -> F1 0; macro 0.2.
+    assert majority_baseline(["b", "b", "a"], [("b",), ("a",), ("a",), ("a",)], "macro_f1") == pytest.approx(0.2)
+    assert majority_baseline(["b", "b", "a"], [("b",), ("a",), ("a",), ("a",)], "accuracy") == pytest.approx(0.25)

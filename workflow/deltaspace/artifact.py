@@ -26,7 +26,7 @@ from .subspace import load_subspace
 from .job import Job
 from .optimize import tokenised_batches, train_intrinsic as train_in_subspace
 from .paths import Artifact, TaskData, file_in
-from .tasks import Example, read_split
+from .tasks import Example, RawTask, read_split
 
 
 
@@ -46,8 +46,9 @@ def _examples(rows) -> list[Example]:
     return [row if isinstance(row, Example) else Example.from_json(row) for row in rows]
 
 
-def _task_splits(data, task: str | None) -> tuple[dict[str, list[Example]], str, str]:
-    """(splits, task name, primary metric) from a prepared task folder, a {split: examples} dict or one list."""
+def _task_splits(data, task: str | None) -> tuple[dict[str, list[Example]], str, dict]:
+    """(splits, task name, its task.json or what the examples tell of it) from a prepared task folder, a
+    {split: examples} dict or one list."""
     if isinstance(data, (str, Path)):
         folder = Path(data)
         files = TaskData.at(folder)
@@ -55,8 +56,7 @@ def _task_splits(data, task: str | None) -> tuple[dict[str, list[Example]], str,
         if files.test.exists():
             splits["test"] = read_split(files.test)
         summary = files.summary
-        primary = read_json(summary).get("primary_metric", "accuracy") if summary.exists() else "accuracy"
-        return splits, task or folder.name, primary
+        return splits, task or folder.name, read_json(summary) if summary.exists() else _task_info(splits)
     if isinstance(data, dict):
         unknown = sorted(set(data) - {"train", "dev", "test"})
         if unknown or "train" not in data:
@@ -70,7 +70,13 @@ def _task_splits(data, task: str | None) -> tuple[dict[str, list[Example]], str,
     for name, examples in splits.items():
         if not examples:
             raise ValueError(f"train_intrinsic: split {name!r} has no examples")
-    return splits, task or "", "accuracy"
+    return splits, task or "", _task_info(splits)
+
+
+def _task_info(splits: dict[str, list[Example]]) -> dict:
+    """The task.json keys that stage 3 reads, for examples given without one (as RawTask.kind tells them)."""
+    examples = [e for rows in splits.values() for e in rows]
+    return {"primary_metric": "accuracy", "kind": RawTask("", tuple(examples)).kind}
 
 
 class SubspaceArtifact:
@@ -144,15 +150,16 @@ class SubspaceArtifact:
         task: the name filled into the backbone's input template ({task}); default the folder's name.
         """
         self._check_det(det)
-        splits, task, primary = _task_splits(data, task)
+        splits, task, info = _task_splits(data, task)
         if det not in self._models:  # the functional forward leaves the model's own tensors at theta_init
             self._models[det] = self.delta_model(det)
         model = self._models[det]
         stage = {"lrs": list(lrs), "optimizer": optimizer, "steps": steps, "batch_size": batch_size,
                  "eval_every": eval_every or steps, "eval_batch_size": eval_batch_size}
-        batches = tokenised_batches(model.backbone, splits, task, stage, seed, self.device)
-        job = Job(self.device, precision, {det: model}, {det: self.inits[det].to(self.device)})
-        found = train_in_subspace(job, det, self.subspace.up[det], batches, stage, seed, primary,
+        job = Job(self.device, precision, {det: model}, {det: self.inits[det].to(self.device)}, self.backbone_spec)
+        batches = tokenised_batches(model.backbone, splits, job.task_format(task, info), stage, seed, self.device)
+        found = train_in_subspace(job, det, self.subspace.up[det], batches, stage, seed,
+                                  info.get("primary_metric", "accuracy"),
                                   log or (lambda message: None))
         return IntrinsicResult(found["point"], found["dev"], found["test"], found["lr"], found["best_step"],
                                found["history"])

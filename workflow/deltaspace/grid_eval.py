@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch.func import vmap
@@ -33,7 +33,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .backbones import Backbone, ScoringBatch
 from .hardware import autocast
-from .tasks import Example, score_all
+from .evaluate import best_candidates
+from .tasks import Example, Scores
 
 # Token rows per forward pass the stacked path aims at: enough for large matmuls, little enough for memory
 # (on CPU, 2048-8192 ran alike; larger passes only add page faults from fresh large allocations).
@@ -56,6 +57,7 @@ class DevSet:
     order: torch.Tensor  # order[k] = index (in the examples given) of the k-th row over all batches
     labels: torch.Tensor  # gold candidate of each example, in the order given
     n_candidates: int
+    examples: tuple[Example, ...] = ()  # in the order given: their candidates and gold texts, for the metrics
 
     @property
     def n_examples(self) -> int:
@@ -94,7 +96,8 @@ def _devset(backbone: Backbone, examples: list[Example], task: str, device, grou
         raise ValueError(f"task {task!r}: no dev examples to evaluate on")
     batches = [backbone.prepare([examples[i] for i in group], task).to(device) for group in groups]
     return DevSet(batches, torch.tensor([i for group in groups for i in group]),
-                  torch.tensor([e.label for e in examples]), max(len(e.candidates) for e in examples))
+                  torch.tensor([e.label for e in examples]), max(len(e.candidates) for e in examples),
+                  tuple(examples))
 
 
 def _rows(vectors: torch.Tensor | VectorRows, start: int, stop: int) -> torch.Tensor:
@@ -163,10 +166,17 @@ def stacked_scores(model, vectors: torch.Tensor | VectorRows, n_points: int, dev
     return _in_example_order(per_batch, devset)
 
 
-def point_metrics(scores: torch.Tensor, labels: torch.Tensor) -> list[dict[str, float]]:
-    """accuracy and macro-F1 of every point from its (P, N, C) scores."""
-    gold = labels.tolist()
-    return [score_all(row.argmax(-1).tolist(), gold) for row in scores]
+def point_metrics(scores: torch.Tensor, gold: DevSet | torch.Tensor,
+                  metrics: Sequence[str] = ("accuracy",)) -> list[Scores]:
+    """The metrics (tasks.Scores: `metrics`, and any other when read) of every point from its (P, N, C) scores,
+    over texts: each example's best candidate against its gold texts (`gold`: the DevSet scored).
+    Given only the gold candidate indices (a tensor), the indices themselves stand for the texts: right for
+    metrics over labels (accuracy, macro_f1) on a fixed candidate set, not for text-overlap metrics."""
+    if isinstance(gold, DevSet):
+        references = [example.references for example in gold.examples]
+        return [Scores(best_candidates(row, gold.examples), references, metrics) for row in scores]
+    references = [(str(label),) for label in gold.tolist()]
+    return [Scores([str(best) for best in row.argmax(-1).tolist()], references, metrics) for row in scores]
 
 
 def metric_tolerance(reference: torch.Tensor, precision: str) -> list[int]:

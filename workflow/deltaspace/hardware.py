@@ -23,6 +23,18 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
+def machine_description(device: torch.device) -> str:
+    """What a measured figure came from: the GPU's name, or the CPU model with its bf16 support."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        name = "unknown CPU"
+    return f"{name} ({'fast' if cpu_has_fast_bf16() else 'no fast'} bf16)"
+
+
 def resolve_device(setting: str = "auto") -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -4,11 +4,11 @@ these DETs' inits, tokenised splits, and scoring a vector or a decoded subspace 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from .backbones import Backbone, ScoringBatch, load_backbone
+from .backbones import Backbone, ScoringBatch, TaskFormat, load_backbone, task_format
 from .dets import DeltaModel, build_delta_model
 from .evaluate import evaluate, evaluate_examples, prepare_batches
 from .hardware import autocast, job_setup
@@ -23,29 +23,35 @@ class Job:
     precision: str
     models: dict[str, DeltaModel]
     inits: dict[str, torch.Tensor]  # each DET's theta_init, on the job's device
+    backbone_spec: dict = field(default_factory=dict)  # the config's backbone section (its default scoring)
 
     @property
     def backbone(self) -> Backbone:
         return next(iter(self.models.values())).backbone
 
-    def batches(self, examples: list[Example], task: str, batch_size: int) -> list[ScoringBatch]:
+    def task_format(self, task: str, task_info: dict) -> TaskFormat:
+        """How this job feeds the task's examples to the backbone (its scoring mode), from its task.json."""
+        return task_format(task, task_info, self.backbone_spec)
+
+    def batches(self, examples: list[Example], task: str | TaskFormat, batch_size: int) -> list[ScoringBatch]:
         return prepare_batches(self.backbone, examples, batch_size, task, self.device)
 
     def score_vector(self, det: str, vector: torch.Tensor, batches: list[ScoringBatch]) -> dict[str, float]:
-        """Every metric of DET `det` with its tensors set to `vector` (no gradients, the job's precision)."""
+        """The metrics of DET `det` with its tensors set to `vector` (no gradients, the job's precision): accuracy,
+        and any other metric when it is read (tasks.Scores; a caller reads its task's primary metric)."""
         model = self.models[det]
         with torch.no_grad(), autocast(self.precision, self.device):
-            return evaluate(lambda b: model.functional_scores(vector, b), batches)
+            return evaluate(lambda b: model.functional_predict(vector, b), batches)
 
     def score_point(self, det: str, up, point: torch.Tensor, batches: list[ScoringBatch]) -> dict[str, float]:
         """Decode a subspace point through an up-projection, theta = init + Up(point), and score it."""
         return self.score_vector(det, self.decode(det, up, point), batches)
 
     def score_examples(self, det: str, vector: torch.Tensor, batches: list[ScoringBatch]):
-        """score_vector's metrics and each example's prediction (evaluate_examples): for test evaluations."""
+        """score_vector's metrics and each example's predicted text (evaluate_examples): for test evaluations."""
         model = self.models[det]
         with torch.no_grad(), autocast(self.precision, self.device):
-            return evaluate_examples(lambda b: model.functional_scores(vector, b), batches)
+            return evaluate_examples(lambda b: model.functional_predict(vector, b), batches)
 
     def decode(self, det: str, up, point: torch.Tensor) -> torch.Tensor:
         """theta = init + Up(point)."""
@@ -81,7 +87,7 @@ def start_job(spec: dict, threads: int | None, dets: dict[str, dict] | None = No
     models = load_det_models(spec, device, dets)
     if init_digests is not None:
         check_inits(models, init_digests, source)
-    return Job(device, precision, models, {det: m.vector().to(device) for det, m in models.items()})
+    return Job(device, precision, models, {det: m.vector().to(device) for det, m in models.items()}, spec["backbone"])
 
 
 def load_task_splits(data, task: str):

@@ -183,6 +183,9 @@ def own_space_solution(run: OriginalRun, init: torch.Tensor, det: str) -> tuple[
 
 # ---- the stage -----------------------------------------------------------------------------------------
 
+GENERATE_BATCH_SIZE = 32  # dev examples decoded together at one grid point (generate mode)
+
+
 
 def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, points_csv: str | Path,
               original: dict, data, out, optimize: dict | None = None, threads: int | None = None, log=print) -> dict:
@@ -213,20 +216,28 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
     log(f"[landscape] task={task} seed={seed} dets={dets} plane={plane.rule} grid={settings['resolution']}^2 "
         f"dev examples={len(dev)} device={device} precision={precision} points from {source}")
 
+    form = job.task_format(task, task_info)
     frames, own = [], {}
     for det, model in job.models.items():
         det_started = time.perf_counter()
         init = job.inits[det]
-        devset = tokenise_by_length(model.backbone, dev, task, device)
         solution, stage1 = own_space_solution(OriginalRun.of(original[det]), init, det)
-        own[det] = point_metrics(stacked_scores(model, solution[None], 1, devset, precision, device), devset.labels)[0]
         own_full = stage1["dev"] if stage1.get("primary_metric", metric) == metric else float("nan")
 
         def decoded(start: int, stop: int, det=det, init=init) -> torch.Tensor:
             return init + subspace.decode(det, grid_points[start:stop])
 
-        scores = stacked_scores(model, decoded, len(grid_points), devset, precision, device, cap)
-        values = [m[metric] for m in point_metrics(scores, devset.labels)]
+        if form.scoring == "generate":
+            # Greedy decoding has no batching rule over vectors: every grid point decodes the dev examples alone.
+            batches = job.batches(dev, form, GENERATE_BATCH_SIZE)
+            own[det] = job.score_vector(det, solution, batches)
+            values = [job.score_vector(det, decoded(i, i + 1)[0], batches)[metric] for i in range(len(grid_points))]
+        else:
+            devset = tokenise_by_length(model.backbone, dev, form, device)
+            own[det] = point_metrics(stacked_scores(model, solution[None], 1, devset, precision, device), devset,
+                                     [metric])[0]
+            scores = stacked_scores(model, decoded, len(grid_points), devset, precision, device, cap)
+            values = [m[metric] for m in point_metrics(scores, devset, [metric])]
         frames.append(pd.DataFrame({
             "task": task, "seed": seed, "det": det, "row": np.repeat(np.arange(settings["resolution"]), settings["resolution"]),
             "col": np.tile(np.arange(settings["resolution"]), settings["resolution"]), "u": u.numpy(), "v": v.numpy(),

@@ -4,17 +4,17 @@ stage 2 starts from (what the joint decomposition adds) and an untrained random 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from .backbones import TaskFormat
 from .evaluate import predictions_table, prepare_batches
 from .hardware import autocast
 from .io import save_tensors, tensor_digest, write_csv, write_json
 from .job import Job, batch_order, load_task_splits, start_job
 from .optim import make_optimizer
+from .tasks import improves
 from .paths import Decomposition, OptimizeRun
 from .projections import Fastfood
 from .subspace import UpProjection, load_subspace
@@ -34,7 +34,7 @@ def random_up_projection(learned: UpProjection | Fastfood, seed: int) -> UpProje
     return random
 
 
-def tokenised_batches(backbone, splits, task: str, stage: dict, seed: int, device) -> dict:
+def tokenised_batches(backbone, splits, task: str | TaskFormat, stage: dict, seed: int, device) -> dict:
     """Every batch a stage-3 job uses, tokenised once and shared by all lrs and both subspaces (a test split
     is optional: the subspace artifact's API trains on a new task's train and dev examples alone)."""
     order = batch_order(len(splits["train"]), stage["batch_size"], stage["steps"], seed)
@@ -56,7 +56,7 @@ def train_intrinsic(job: Job, det: str, up: UpProjection | Fastfood, batches: di
         optimizer = make_optimizer(stage["optimizer"], [point], lr)
         for step, batch in enumerate(batches["train"]):
             with autocast(precision, device):
-                loss = F.cross_entropy(model.functional_scores(init + up(point), batch), batch.labels)
+                loss = model.functional_loss(init + up(point), batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -64,7 +64,7 @@ def train_intrinsic(job: Job, det: str, up: UpProjection | Fastfood, batches: di
             if done % stage["eval_every"] == 0 or done == stage["steps"]:
                 dev = job.score_point(det, up, point.detach(), batches["dev"])
                 all_history.append({"lr": lr, "step": done, "train_loss": loss.item(), "dev": dev[primary]})
-                if best is None or dev[primary] > best["dev"]:
+                if improves(dev[primary], None if best is None else best["dev"]):
                     best = {"dev": dev[primary], "lr": lr, "step": done, "point": point.detach().clone()}
         log(f"[optimize] lr {lr}: best dev so far {best['dev']:.4f} (lr {best['lr']}, step {best['step']})")
     result = {"dev": best["dev"], "test": None, "test_metrics": None, "predictions": None, "lr": best["lr"],
@@ -86,7 +86,7 @@ def best_train_point(job: Job, det: str, up: UpProjection | Fastfood, points: pd
     for row in points.itertuples(index=False):
         point = torch.tensor([getattr(row, c) for c in coords], dtype=torch.float32, device=job.device)
         dev = job.score_point(det, up, point, batches["dev"])[primary]
-        if best is None or dev > best["dev"]:
+        if improves(dev, None if best is None else best["dev"]):
             best = {"dev": dev, "point": point, "from": {"task": row.task, "seed": int(row.seed), "det": row.det}}
     metrics, predictions = job.score_examples(det, job.decode(det, up, best["point"]), batches["test"])
     return {"dev": best["dev"], "test": metrics[primary], "from": best["from"], "predictions": predictions}
@@ -114,7 +114,7 @@ def optimize(task: str, det: str, seed: int, spec: dict, decomposition, data, ou
                     source=subspace_path)
     stage = spec["optimize"]
     log(f"[optimize] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
-    batches = tokenised_batches(job.backbone, splits, task, stage, seed, job.device)
+    batches = tokenised_batches(job.backbone, splits, job.task_format(task, task_info), stage, seed, job.device)
     init_metrics, init_predictions = job.score_examples(det, job.inits[det], batches["test"])
     learned = train_intrinsic(job, det, subspace.up[det], batches, stage, seed, primary, log)
     svd = train_intrinsic(job, det, svd_subspace.up[det], batches, stage, seed, primary, log)

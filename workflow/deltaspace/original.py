@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .evaluate import evaluate, evaluate_examples, predictions_table
 from .hardware import autocast
@@ -18,6 +17,7 @@ from .io import config_digest, load_checkpoint, save_checkpoint, save_tensors, t
 from .job import batch_order, load_task_splits, start_job
 from .optim import make_optimizer
 from .paths import OriginalRun
+from .tasks import improves, reported_metrics
 
 
 def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint: str | Path,
@@ -30,25 +30,29 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
     steps, batch_size, eval_every = training["steps"], training["batch_size"], training["eval_every"]
     splits, task_info = load_task_splits(data, task)
     primary = task_info.get("primary_metric", "accuracy")
+    reported = reported_metrics(primary)
     torch.manual_seed(seed)  # before the backbone loads: a head it initialises at random is then seeded too
     job = start_job(spec, threads, dets={det: det_spec})
     device, precision, model, backbone = job.device, job.precision, job.models[det], job.backbone
 
     init_vector = model.vector()
     optimizer = make_optimizer(training["optimizer"], model.trainable_parameters(), det_spec.get("lr", training["lr"]))
-    eval_batches = {name: job.batches(splits[name], task, training["eval_batch_size"]) for name in ("dev", "test")}
+    form = job.task_format(task, task_info)
+    eval_batches = {name: job.batches(splits[name], form, training["eval_batch_size"]) for name in ("dev", "test")}
     order = batch_order(len(splits["train"]), batch_size, steps, seed)
     digest = config_digest({"spec": spec, "task": task, "seed": seed, "data": task_info.get("files")})
     log(f"[original] task={task} det={det} method={det_spec['method']} params={model.num_parameters} "
         f"device={device} precision={precision} steps={steps} batch={batch_size}")
 
+    # Plain dicts of the reported metrics: they are written out and kept in the checkpoint.
     def score(split: str) -> dict:
         with autocast(precision, device):
-            return evaluate(model, eval_batches[split])
+            return dict(evaluate(model, eval_batches[split], reported))
 
     def test_examples():
         with autocast(precision, device):
-            return evaluate_examples(model, eval_batches["test"])
+            metrics, predictions = evaluate_examples(model, eval_batches["test"], reported)
+        return dict(metrics), predictions
 
     state = load_checkpoint(checkpoint_path, digest, log, "original")
     if state is None:
@@ -57,7 +61,9 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
                  "init_dev": score("dev"), "init_test": init_test, "init_predictions": init_predictions["pred"].tolist(),
                  "digest": digest, "losses": []}
     else:
-        if "init_predictions" not in state:  # a checkpoint from before init_test: the model is still at theta_init
+        # A checkpoint from before init_test, or from when predictions were candidate indices, not texts: the
+        # model is still at theta_init here.
+        if not all(isinstance(p, str) for p in state.get("init_predictions", [None])):
             init_test, init_predictions = test_examples()
             state.update(init_test=init_test, init_predictions=init_predictions["pred"].tolist())
         model.load_vector(state["vector"])
@@ -66,9 +72,9 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
 
     model.train()
     for step in range(state["step"], steps):
-        batch = backbone.prepare([splits["train"][i] for i in order[step].tolist()], task).to(device)
+        batch = backbone.prepare([splits["train"][i] for i in order[step].tolist()], form).to(device)
         with autocast(precision, device):
-            loss = F.cross_entropy(model(batch), batch.labels)
+            loss = model(batch, "loss")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -79,7 +85,7 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
             train_loss = sum(state["losses"]) / len(state["losses"])
             state["history"].append({"step": done, "train_loss": train_loss, **{f"dev_{k}": v for k, v in dev.items()}})
             state["losses"] = []
-            if state["best_dev"] is None or dev[primary] > state["best_dev"][primary]:
+            if improves(dev[primary], None if state["best_dev"] is None else state["best_dev"][primary]):
                 state["best_dev"], state["best_step"], state["best_vector"] = dev, done, model.vector()
             log(f"[original] step {done}/{steps} loss {train_loss:.4f} dev {primary} {dev[primary]:.4f}")
             state.update(step=done, vector=model.vector(), optimizer=optimizer.state_dict())

@@ -104,6 +104,8 @@ def pdf_twin(png):
 
 # ---- where each stage's files live (Snakemake patterns) ----------------------------------------------------
 
+# A GGUF backbone, converted once into a save_pretrained folder that every model job loads.
+CONVERTED_BACKBONE = f"{RESULTS}/backbone"
 DATA = TaskData.at(f"{RESULTS}/data/{{task}}")
 ORIGINAL = OriginalRun.at(f"{RESULTS}/original/{{task}}/{{det}}/seed{{seed}}")
 ORIGINAL_CHECKPOINT = f"{CHECKPOINTS}/original/{{task}}/{{det}}/seed{{seed}}/{CHECKPOINT_NAME}"

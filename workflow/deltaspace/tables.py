@@ -1,6 +1,7 @@
 """Tidy result tables built from the stages' files; every row names the file it came from."""
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from .paths import OptimizeRun, OriginalRun, ResultTables, file_in
 from .sources import compact_paths
 
 ORIGINAL_COLUMNS = ["task", "det", "method", "seed", "params", "primary_metric", "dev", "test", "init_test", "gain",
-                    "test_macro_f1", "majority", "init_dev", "best_step", "steps", "seconds", "precision", "device",
+                    "test_accuracy", "majority", "init_dev", "best_step", "steps", "seconds", "precision", "device",
                     "source"]
 
 
@@ -22,8 +23,9 @@ def original_table(metrics_files: list[str | Path], out: str | Path) -> pd.DataF
     for given in metrics_files:
         path = file_in(given, OriginalRun, "metrics")
         m = read_json(path, what="stage-1 metrics")
+        # Every evaluation reports accuracy beside the primary metric (`test`).
         rows.append({**{k: m[k] for k in ORIGINAL_COLUMNS if k in m},
-                     "test_macro_f1": m["test_metrics"]["macro_f1"], "source": str(path)})
+                     "test_accuracy": m["test_metrics"]["accuracy"], "source": str(path)})
     table = pd.DataFrame(rows, columns=ORIGINAL_COLUMNS).sort_values(["task", "det", "seed"], ignore_index=True)
     write_csv(out, table, float_format="%.4f")
     return table
@@ -51,10 +53,22 @@ def _own_space(original_csv) -> pd.DataFrame:
     return table.rename(columns={"test": "own_space"})[["task", "det", "seed", "own_space", "init_test", "majority"]]
 
 
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A predictions file (evaluate.predictions_table) with every text as written (none read as a number or NaN)
+    and `references` as tuples of texts (a file without that column: each example's gold alone)."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table["example"] = table["example"].astype(int)
+    if "references" in table:
+        table["references"] = [tuple(json.loads(refs)) for refs in table["references"]]
+    else:
+        table["references"] = [(gold,) for gold in table["gold"]]
+    return table
+
+
 def _strata(rows: pd.DataFrame, baseline: str, predictions: dict[str, pd.DataFrame]) -> list[tuple]:
-    """(subspace, baseline, gold) predictions of each (task, seed) row: one bootstrap stratum each."""
-    return [(predictions[path]["subspace"].to_numpy(), predictions[path][baseline].to_numpy(),
-             predictions[path]["gold"].to_numpy()) for path in rows["predictions"]]
+    """(subspace, baseline, references) predicted texts of each (task, seed) row: one bootstrap stratum each."""
+    return [(predictions[path]["subspace"].tolist(), predictions[path][baseline].tolist(),
+             predictions[path]["references"].tolist()) for path in rows["predictions"]]
 
 
 def _interval(rows: pd.DataFrame, baseline: str, predictions: dict[str, pd.DataFrame]) -> dict:
@@ -91,7 +105,7 @@ def relative_performance_table(results: list[str | Path], original_csv: str | Pa
     table["gain_relative"] = gain_relative(table["subspace"], table["init"], table["own_space"])
     table["random_relative"] = percent_of(table["random_subspace"], table["own_space"])
     # Each predictions file read once, for every row, task and pooled interval it enters.
-    predictions = {path: pd.read_csv(path) for path in table["predictions"]}
+    predictions = {path: read_predictions(path) for path in table["predictions"]}
     for baseline in BASELINES:
         found = [_interval(table.iloc[[i]], baseline, predictions) for i in range(len(table))]
         table[f"vs_{baseline}"] = [f["estimate"] for f in found]

@@ -26,7 +26,7 @@ def transfer(task: str, seed: int, spec: dict, subspace_path: str | Path, result
     job = start_job(spec, threads, init_digests={det: tensor_digest(v) for det, v in inits.items()},
                     source=subspace_path)
     subspace = subspace.to(job.device)
-    test_batches = job.batches(splits["test"], task, spec["optimize"]["eval_batch_size"])
+    test_batches = job.batches(splits["test"], job.task_format(task, task_info), spec["optimize"]["eval_batch_size"])
     rows, predictions = [], {}
     for source, given in results.items():
         result_path = file_in(given, OptimizeRun, "result")
@@ -34,7 +34,7 @@ def transfer(task: str, seed: int, spec: dict, subspace_path: str | Path, result
         for target in job.models:
             metrics, predictions[f"{source}->{target}"] = job.score_examples(
                 target, job.decode(target, subspace.up[target], point), test_batches)
-            score = metrics[primary]
+            score = metrics[primary]  # computed from the predicted texts when read (tasks.Scores)
             rows.append({"task": task, "seed": seed, "source_det": source, "target_det": target, "score": score,
                          "source": str(result_path)})
             log(f"[transfer] {task}: {source} -> {target} test {primary} {score:.4f}")

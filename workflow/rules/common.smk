@@ -1,5 +1,6 @@
 # Config validation, result paths, per-rule resources and the JSON specs the rules hand to the CLI.
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -16,7 +17,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from deltaspace import paths  # noqa: E402
 from deltaspace.paths import (  # noqa: E402
-    ARTIFACT, BENCHMARK_FILES, DATA, DECOMPOSE_CHECKPOINT, DECOMPOSITION, FIGURES_FILES, LANDSCAPE, LANDSCAPE_AREA,
+    ARTIFACT, BENCHMARK_FILES, CONVERTED_BACKBONE, DATA, DECOMPOSE_CHECKPOINT, DECOMPOSITION, FIGURES_FILES, LANDSCAPE, LANDSCAPE_AREA,
     LOGS, OPTIMIZE, ORIGINAL, ORIGINAL_CHECKPOINT, ORIGINAL_TABLE, OVERLAP, PEFT, RESOURCES, RESULT_TABLES, SUMMARY,
     TRANSFER, TRANSFER_PREDICTIONS, VECTORS,
 )
@@ -116,6 +117,7 @@ def validate_config(config, schema):
     check_det_specs(config, schema)
     check_input_template(config["backbone"]["input_template"])
     check_task_specs(config["tasks"])
+    metric_table()  # a missing or malformed table stops planning, not a job
     check_crossfit_data(config["tasks"], config.get("crossfit_dir"))
     check_subspace_tasks()
     check_landscape_tasks()
@@ -155,6 +157,33 @@ def check_task_specs(tasks):
             validate_spec(name, spec)
         except TaskDataError as err:
             raise WorkflowError(f"Invalid configuration: config key 'tasks.{name}': {err}") from None
+
+
+def metric_table_path(path):
+    """A relative metric_table is read from the working directory, else from this checkout (where the paper's ships)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    shipped = os.path.join(workflow.basedir, path)
+    return shipped if os.path.exists(shipped) else path
+
+
+@functools.cache
+def metric_table():
+    """task -> primary metric from the config's metric_table (deltaspace.metric_table); {} without one."""
+    from deltaspace.metric_table import MetricTableError, read_metric_table
+
+    if "metric_table" not in config:
+        return {}
+    try:
+        from deltaspace.tasks.metrics import METRICS
+
+        names = {name: metric.reference_name for name, metric in METRICS.items()}
+    except ImportError:  # conda-deployed jobs (--use-conda): each prepare_task job checks its metric's name
+        names = None
+    try:
+        return read_metric_table(metric_table_path(config["metric_table"]), names)
+    except MetricTableError as err:
+        raise WorkflowError(f"Invalid configuration: config key 'metric_table': {err}") from None
 
 
 def check_crossfit_data(tasks, crossfit_dir):
@@ -231,8 +260,11 @@ def as_json(value):
 
 
 def prepare_task_spec(wildcards):
+    from deltaspace.metric_table import with_table_metric
+
     spec = {
-        "task": config["tasks"][wildcards.task],
+        # The table's metric travels in the task's entry: a changed metric reruns only that task's preparation.
+        "task": with_table_metric(wildcards.task, config["tasks"][wildcards.task], metric_table()),
         "sizes": config["split_sizes"],
         "seed": config["data_seed"],
         "wheels_dir": config["wheels_dir"],
@@ -243,10 +275,28 @@ def prepare_task_spec(wildcards):
     return as_json(spec)
 
 
+def gguf_backbone():
+    """The configured backbone's GGUF file (convert_backbone's input), or None for any other backbone."""
+    from deltaspace.convert_backbone import is_gguf
+
+    name = config["backbone"]["name_or_path"]
+    return name if is_gguf(name) else None
+
+
+def backbone_spec():
+    """The backbone section every model job gets: a GGUF backbone is read from its converted folder."""
+    return {**config["backbone"], "name_or_path": CONVERTED_BACKBONE} if gguf_backbone() else config["backbone"]
+
+
+def backbone_input(wildcards=None):
+    """A model rule's input: the converted folder of a GGUF backbone, nothing for any other."""
+    return [CONVERTED_BACKBONE] if gguf_backbone() else []
+
+
 def original_spec(wildcards):
     return as_json(
         {
-            "backbone": config["backbone"],
+            "backbone": backbone_spec(),
             "det": config["dets"][wildcards.det],
             "original": config["original"],
             "init_seed": config["init_seed"],
@@ -347,7 +397,7 @@ def peft_exports():
 
 
 def common_spec():
-    return {key: config[key] for key in ("backbone", "init_seed", "precision", "device")}
+    return {"backbone": backbone_spec(), **{key: config[key] for key in ("init_seed", "precision", "device")}}
 
 
 def decompose_spec(wildcards):

@@ -3,6 +3,7 @@
 
 rule decompose:
     input:
+        backbone=backbone_input,
         # The leakage guard: a changed task list is checked before stage 2 starts (ancient: no rerun when it is).
         overlap=ancient(OVERLAP),
         vectors=expand(VECTORS.matrix, det=det_names()),

@@ -3,6 +3,7 @@
 
 rule subspace_artifact:
     input:
+        backbone=backbone_input,
         **named(DECOMPOSITION),
     output:
         subspace=ARTIFACT.subspace,
@@ -30,6 +31,7 @@ rule subspace_artifact:
 
 rule export_peft:
     input:
+        backbone=backbone_input,
         subspace=ARTIFACT.subspace,
         intrinsic=OPTIMIZE.intrinsic,
     output:

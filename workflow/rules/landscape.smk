@@ -4,6 +4,7 @@
 
 rule landscape:
     input:
+        backbone=backbone_input,
         subspace=DECOMPOSITION.subspace,
         points=DECOMPOSITION.points,
         **named(DATA),

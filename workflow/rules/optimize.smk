@@ -3,6 +3,7 @@
 
 rule optimize:
     input:
+        backbone=backbone_input,
         overlap=ancient(OVERLAP),
         **named(DECOMPOSITION, "decomposition_"),
         **named(DATA),
@@ -33,6 +34,7 @@ rule optimize:
 
 rule transfer:
     input:
+        backbone=backbone_input,
         subspace=DECOMPOSITION.subspace,
         **named(DATA),
         results=lambda wildcards: list(optimize_files_by_det(wildcards, "result").values()),

@@ -3,6 +3,7 @@
 
 rule original:
     input:
+        backbone=backbone_input,
         **named(DATA),
         # The leakage guard passed; ancient: rerunning it for a new task list retrains no finished job.
         overlap=ancient(OVERLAP),

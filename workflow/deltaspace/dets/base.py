@@ -6,6 +6,7 @@ import math
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -75,9 +76,13 @@ class DeltaTuning(nn.Module):
         raise NotImplementedError(f"DET {self.method!r} declares no peft_type")
 
 
+OUTPUTS = ("predict", "scores", "loss", "generate", "tokens")
+
+
 class DeltaModel(nn.Module):
-    """Backbone + DET. `forward(batch)` scores candidates; `functional_scores(vector, batch)` does the same
-    with the DET's tensors replaced by a flat vector, differentiably (stage 2/3 and evaluation of many points)."""
+    """Backbone + DET. `forward(batch, output)` scores candidates, gives the training loss or generates;
+    the functional_* methods do the same with the DET's tensors replaced by a flat vector, differentiably
+    (stage 2/3 and evaluation of many points)."""
 
     def __init__(self, backbone: Backbone, det: DeltaTuning, init_seed: int):
         super().__init__()
@@ -110,9 +115,25 @@ class DeltaModel(nn.Module):
         params = dict(self.named_parameters())
         return [params[n] for n in self.tensor_names]
 
-    def forward(self, batch: ScoringBatch) -> torch.Tensor:
+    def forward(self, batch: ScoringBatch, output: str = "predict"):
+        """OUTPUTS: "predict" what evaluation reads in the batch's scoring mode (rank: scores, generate: texts);
+        "scores" (B, C) candidate scores; "loss" the training loss of the batch's scoring mode (cross-entropy over
+        the scores, or the gold output's LM loss); "generate" the greedy output texts; "tokens" their token ids."""
+        if output == "predict":
+            output = "generate" if batch.scoring == "generate" else "scores"
         with self.det.active():
-            return self.backbone.score(batch, self.det.input_prefix())
+            prefix = self.det.input_prefix()
+            if output == "scores":
+                return self.backbone.score(batch, prefix)
+            if output == "loss":
+                if batch.scoring == "generate":
+                    return self.backbone.lm_loss(batch, prefix)
+                return F.cross_entropy(self.backbone.score(batch, prefix), batch.labels)
+            if output == "generate":
+                return self.backbone.generate(batch, prefix)
+            if output == "tokens":
+                return self.backbone.generate_tokens(batch, prefix)
+        raise ValueError(f"output={output!r}: allowed are {', '.join(OUTPUTS)}")
 
     def vector(self) -> torch.Tensor:
         """The DET's current tensors flattened in `tensor_names` order (a detached fp32 copy)."""
@@ -131,3 +152,19 @@ class DeltaModel(nn.Module):
 
     def functional_scores(self, vector: torch.Tensor, batch: ScoringBatch) -> torch.Tensor:
         return functional_call(self, self.unflatten(vector), (batch,), strict=False)
+
+    def functional_predict(self, vector: torch.Tensor, batch: ScoringBatch):
+        """What evaluation reads with the DET's tensors set to `vector`: candidate scores, or generated texts."""
+        return functional_call(self, self.unflatten(vector), (batch, "predict"), strict=False)
+
+    def functional_loss(self, vector: torch.Tensor, batch: ScoringBatch) -> torch.Tensor:
+        """The batch's training loss with the DET's tensors set to `vector`, differentiably."""
+        return functional_call(self, self.unflatten(vector), (batch, "loss"), strict=False)
+
+    def functional_generate(self, vector: torch.Tensor, batch: ScoringBatch) -> list[str]:
+        """Greedy output texts with the DET's tensors set to `vector` (prefix tuning stays active throughout)."""
+        return functional_call(self, self.unflatten(vector), (batch, "generate"), strict=False)
+
+    def functional_tokens(self, vector: torch.Tensor, batch: ScoringBatch) -> list[list[int]]:
+        """functional_generate's token ids, up to EOS (what the generation benchmark compares)."""
+        return functional_call(self, self.unflatten(vector), (batch, "tokens"), strict=False)

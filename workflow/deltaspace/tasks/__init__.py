@@ -3,7 +3,8 @@
 from .crossfit import missing_crossfit_files, resolve_crossfit_path
 from .errors import TaskDataError
 from .example import Example
-from .metrics import METRICS, accuracy, macro_f1, majority_baseline, majority_label, score_all
+from .metrics import (METRICS, CorpusMetric, MeanMetric, Metric, Scores, improves, majority_baseline,
+                      majority_label, reported_metrics, score_texts)
 from .package_data import DEFAULT_WHEELS_DIR, DOWNLOAD_COMMAND
 from .packaged import PACKAGED_TASKS, PackagedTask, load_packaged, packaged_task_names
 from .prepare import prepare_task, prepare_task_job
@@ -18,15 +19,18 @@ __all__ = [
     "METRICS",
     "PACKAGED_TASKS",
     "SPLIT_NAMES",
+    "CorpusMetric",
     "Example",
+    "MeanMetric",
+    "Metric",
     "PackagedTask",
     "RawTask",
+    "Scores",
     "TaskDataError",
-    "accuracy",
     "dedupe",
+    "improves",
     "load_packaged",
     "load_task",
-    "macro_f1",
     "majority_baseline",
     "majority_label",
     "missing_crossfit_files",
@@ -35,8 +39,9 @@ __all__ = [
     "prepare_task",
     "prepare_task_job",
     "read_split",
+    "reported_metrics",
     "resolve_crossfit_path",
-    "score_all",
+    "score_texts",
     "stratified_split",
     "validate_spec",
 ]

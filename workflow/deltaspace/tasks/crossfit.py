@@ -1,4 +1,7 @@
-"""Examples from a CrossFit task folder ({task}_train/dev/test.tsv, 'input<TAB>output' lines)."""
+"""Examples from a CrossFit task folder ({task}_train/dev/test.tsv, 'input<TAB>output[<TAB>output...]' lines).
+
+Three kinds, told apart on the train file: multiple choice (inputs carry '(A) ... (B) ...' options), classification
+(at most max_candidates distinct outputs) and generative (free text: every output column is a reference)."""
 
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ def _normalised(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _read_pairs(task: str, path: Path) -> list[tuple[str, str, int]]:
-    """(input, first answer, line number) for every non-empty line."""
+def _read_rows(task: str, path: Path) -> list[tuple[str, tuple[str, ...], int]]:
+    """(input, every non-empty output column, line number) for every non-empty line."""
     if not path.is_file():
         raise TaskDataError(f"task {task!r}: CrossFit file {path} does not exist")
     pairs = []
@@ -51,10 +54,20 @@ def _read_pairs(task: str, path: Path) -> list[tuple[str, str, int]]:
             parts = line.split("\t")
             if len(parts) < 2:
                 raise TaskDataError(f"task {task!r}: {path} line {line_number} has no tab between input and output")
-            # Several gold answers may follow, tab- or ' [SEP] '-separated: the first is the label.
-            answer = parts[1].split(" [SEP] ")[0].strip()
-            pairs.append((parts[0].strip(), answer, line_number))
+            outputs = tuple(part.strip() for part in parts[1:] if part.strip())
+            if not outputs:
+                raise TaskDataError(f"task {task!r}: {path} line {line_number} has an empty output")
+            pairs.append((parts[0].strip(), outputs, line_number))
     return pairs
+
+
+def _label_pairs(rows):
+    # A classification or multiple-choice label is the first output; ' [SEP] ' may join several gold answers.
+    return [(text, outputs[0].split(" [SEP] ")[0].strip(), line) for text, outputs, line in rows]
+
+
+def _generative(rows) -> list[Example]:
+    return [Example(input=text, references=outputs) for text, outputs, _ in rows if text]
 
 
 def _multiple_choice(pairs: list[tuple[str, str, int]]) -> tuple[list[Example], int]:
@@ -117,7 +130,8 @@ def load_crossfit_splits(task: str, spec: dict[str, Any]) -> tuple[dict[str, lis
         raise TaskDataError(f"task {task!r}: CrossFit folder {folder} does not exist (key 'path')")
     max_candidates = spec.get("max_candidates", CrossFitSource.max_candidates)
     files = crossfit_files(spec)
-    pairs = {split: _read_pairs(task, path) for split, path in files.items()}
+    rows = {split: _read_rows(task, path) for split, path in files.items()}
+    pairs = {split: _label_pairs(split_rows) for split, split_rows in rows.items()}
     splits: dict[str, list[Example]] = {}
     notes: dict[str, int] = {}
     if _looks_multiple_choice(pairs["train"]):
@@ -128,10 +142,8 @@ def load_crossfit_splits(task: str, spec: dict[str, Any]) -> tuple[dict[str, lis
         return splits, notes
     candidates = tuple(sorted({answer for _, answer, _ in pairs["train"]}))
     if len(candidates) > max_candidates:
-        raise TaskDataError(
-            f"task {task!r}: {files['train']} has {len(candidates)} distinct outputs (> max_candidates "
-            f"{max_candidates}); the task looks generative and is not rank-classifiable"
-        )
+        # Free-text outputs: scored by generation against every gold output (scoring: generate).
+        return {split: _generative(split_rows) for split, split_rows in rows.items()}, notes
     if len(candidates) < 2:
         raise TaskDataError(f"task {task!r}: {files['train']} has fewer than two distinct outputs: {list(candidates)}")
     index_of = {answer: i for i, answer in enumerate(candidates)}

@@ -151,6 +151,11 @@ def _parse_crepe(raw: bytes) -> list[Example]:
     return examples
 
 
+def _parse_ner_finance(raw: bytes) -> list[Example]:
+    # Free text: the entity list, e.g. "[Borrower - PERSON, Bank - ORGANIZATION]", or "No entities found".
+    return [Example(input=content.strip(), references=(ideal,)) for content, ideal in _chat_rows(raw) if ideal]
+
+
 def _parse_vader(raw: bytes) -> list[Example]:
     # Human mean scores in -4..4: the sign is the label, exact zeros are neutral and dropped.
     texts, labels = [], []
@@ -178,7 +183,7 @@ class PackagedTask:
     package: str
     member: str  # path of the data file inside the package directory
     parse: Callable[[bytes], list[Example]]
-    candidates: tuple[str, ...] | None  # None: candidates differ per example (multiple choice)
+    candidates: tuple[str, ...] | None  # None: candidates differ per example (multiple choice) or none (free text)
     primary_metric: str = "accuracy"
 
     @property
@@ -224,6 +229,11 @@ PACKAGED_TASKS: dict[str, PackagedTask] = {
         PackagedTask(
             "crepe", *_EVALS, "registry/data/crepe/samples.jsonl", _parse_crepe, CREPE_CANDIDATES,
             primary_metric="macro_f1",
+        ),
+        # Generative: named entities of loan-agreement sentences as free text (56% "No entities found").
+        PackagedTask(
+            "ner_finance", *_EVALS, "registry/data/ner_finance/samples.jsonl", _parse_ner_finance, None,
+            primary_metric="qa_f1",
         ),
     )
 }

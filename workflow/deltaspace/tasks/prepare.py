@@ -13,7 +13,7 @@ from ..paths import TaskData
 from .errors import TaskDataError
 from .example import Example
 from .leakage import corpus_keys, write_corpus_keys
-from .metrics import METRICS, majority_baseline
+from .metrics import majority_baseline, reported_metrics
 from .package_data import DEFAULT_WHEELS_DIR
 from .raw_task import SPLIT_NAMES, RawTask
 from .sources import load_task
@@ -44,7 +44,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def _label_counts(examples: Sequence[Example], n_labels: int) -> dict[str, int]:
-    counts = Counter(example.label for example in examples)
+    """Examples per gold candidate index; generative examples (no candidates) have none and are not counted."""
+    counts = Counter(example.label for example in examples if not example.generative)
     return {str(label): counts[label] for label in range(n_labels)}
 
 
@@ -90,12 +91,20 @@ def prepare_task(
     write_corpus_keys(out.corpus, corpus_keys(example.input for example in raw.all_examples()))
     n_labels = max(len(example.candidates) for split in splits.values() for example in split)
     kind = raw.kind
+    if kind == "generative" and spec.get("scoring") == "rank":
+        raise TaskDataError(f"task {task_name!r} has free-text outputs (no candidates to rank): remove its "
+                            f"'scoring: rank' (it then generates)")
+    # The majority floor over output texts: the most common train answer, scored like any prediction.
+    train_answers = [example.answer for example in splits["train"]]
+    test_references = [example.references for example in splits["test"]]
     summary = {
         "format_version": SUMMARY_FORMAT_VERSION,
         "task": task_name,
         "source": _json_safe(dict(spec)),
         "kind": kind,
-        "candidates": list(splits["train"][0].candidates) if kind == "classification" else None,
+        # The task's own scoring mode, if its entry sets one (else the backbone's default; backbones.task_format).
+        "scoring": spec.get("scoring"),
+        "candidates": list(splits["train"][0].candidates) if kind == "classification" and n_labels else None,
         "seed": seed,
         "sizes_requested": sizes,
         "sizes": {split: len(splits[split]) for split in SPLIT_NAMES},
@@ -104,16 +113,11 @@ def prepare_task(
         "dedup": dedup_notes,
         "loader_notes": raw.notes,
         "label_counts": {split: _label_counts(splits[split], n_labels) for split in SPLIT_NAMES},
-        "majority_test_accuracy": majority_baseline(
-            [example.label for example in splits["train"]], [example.label for example in splits["test"]]
-        ),
+        "majority_test_accuracy": majority_baseline(train_answers, test_references),
         # The floor beside a score: in the task's own metric (always-majority has macro-F1 far below its accuracy).
-        "majority_test_score": majority_baseline(
-            [example.label for example in splits["train"]], [example.label for example in splits["test"]],
-            raw.primary_metric,
-        ),
+        "majority_test_score": majority_baseline(train_answers, test_references, raw.primary_metric),
         "primary_metric": raw.primary_metric,
-        "metrics": list(METRICS),
+        "metrics": reported_metrics(raw.primary_metric),  # what every evaluation of the task reports
         "files": files,
     }
     # task.json goes last: its presence means the files beside it are complete.
@@ -123,7 +127,8 @@ def prepare_task(
 
 
 def prepare_task_job(task: str, spec: Mapping[str, Any], out) -> dict[str, Any]:
-    """The prepare_task rule's job: its spec holds the task's config entry, the split sizes, the data seed and
-    where the data wheels and CrossFit folders are."""
+    """The prepare_task rule's job: its spec holds the task's config entry (with the metric table's
+    primary_metric filled in, workflow/rules/common.smk), the split sizes, the data seed and where the data
+    wheels and CrossFit folders are."""
     return prepare_task(task, spec["task"], spec["sizes"], spec["seed"], out, wheels_dir=spec.get("wheels_dir"),
                         crossfit_dir=spec.get("crossfit_dir"))

@@ -24,6 +24,9 @@ class RawTask:
 
     @property
     def kind(self) -> str:
-        # Classification when every example ranks the same answers; else multiple choice.
+        # Generative when any example has free-text outputs only; classification when every example ranks the
+        # same answers; else multiple choice.
+        if any(example.generative for example in self.all_examples()):
+            return "generative"
         candidate_sets = {example.candidates for example in self.all_examples()}
         return "classification" if len(candidate_sets) <= 1 else "multiple_choice"

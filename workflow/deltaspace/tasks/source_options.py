@@ -24,8 +24,12 @@ class TaskSource:
 
     description: str | None = option(None, "what the task is, in a few words", minLength=1)
     primary_metric: str | None = option(
-        None, "picks the best dev checkpoint and is reported as dev/test; default: the packaged data set's own, "
-              "else accuracy", enum=sorted(METRICS))
+        None, "picks the best dev checkpoint and is reported as dev/test (deltaspace.tasks.metrics); default: "
+              "the metric_table's metric for the task, else the packaged data set's own, else accuracy",
+        enum=sorted(METRICS))
+    scoring: str | None = option(
+        None, "rank (score each candidate answer) or generate (the paper's text-to-text format); default: "
+              "backbone.scoring; a free-text task always generates", enum=["rank", "generate"])
 
 
 @dataclass(kw_only=True)
@@ -80,8 +84,8 @@ class CrossFitSource(TaskSource):
     path: str | None = option(None, "the task's folder; under crossfit_dir if relative; default: "
                                     "crossfit_dir/<task>", minLength=1)
     prefix: str | None = option(None, "the split files' name prefix; default: the folder's name", minLength=1)
-    max_candidates: int = option(20, "more distinct train outputs than this stop the task as generative "
-                                     "(not rank-classifiable)", minimum=2)
+    max_candidates: int = option(20, "more distinct train outputs than this make the task generative (free "
+                                     "text: every output is a reference, scored by generation)", minimum=2)
 
 
 SOURCES: dict[str, type[TaskSource]] = {cls.source: cls for cls in (PackagedSource, FileSource, HuggingFaceSource,

@@ -1,0 +1,158 @@
+"""Generate mode (the paper's text-to-text format): LM loss and greedy decoding through the DET's functional forward,
+checked against transformers' own loss and generate, and against a plain decoding loop without cache or padding."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from deltaspace.backbones import BackboneError, TaskFormat, load_backbone, task_format
+from deltaspace.dets import build_delta_model
+from deltaspace.tasks import Example
+from tiny_models import save_tiny
+
+GENERATE = TaskFormat("t", "generate")
+EXAMPLES = [
+    Example("this movie was great and the acting was excellent", ("positive", "negative"), 0),
+    Example("free entry win a prize", references=("spam message",)),
+    Example("what is the capital of france ?", references=("who wrote hamlet", "hamlet")),
+]
+
+
+@pytest.fixture(scope="module", params=["seq2seq", "causal"])
+def backbone(request, tmp_path_factory):
+    folder = save_tiny(request.param, tmp_path_factory.mktemp(request.param))
+    return load_backbone({"name_or_path": str(folder), "max_answer_tokens": 5})
+
+
+def _delta(backbone, method, seed=0):
+    model = build_delta_model(copy.deepcopy(backbone), {"method": method}, 0)
+    # Move every DET tensor off its init so the DET changes the output (LoRA's B starts at zero).
+    generator = torch.Generator().manual_seed(seed)
+    return model, model.vector() + 1.0 * torch.randn(model.num_parameters, generator=generator)
+
+
+def _plain_greedy(model, vector, example, show_options):
+    """One example's greedy tokens up to EOS, with no padding and no cache: the whole forward for every token."""
+    bb = model.backbone
+    text = bb.format_input(example, TaskFormat("t", "generate", show_options))
+    eos = bb.tokenizer.eos_token_id
+    params = model.unflatten(vector)
+    out = []
+    with torch.no_grad(), torch.nn.utils.stateless._reparametrize_module(model, params, strict=False):
+        with model.det.active():
+            prefix = model.det.input_prefix()
+            if bb.kind == "seq2seq":
+                enc = bb.tokenizer([text], return_tensors="pt", truncation=True, max_length=bb.max_input_tokens)
+                embeds, mask = bb._embed(enc["input_ids"], enc["attention_mask"], prefix)
+                decoder = [bb.model.config.decoder_start_token_id]
+                for _ in range(bb.max_answer_tokens):
+                    logits = bb.model(inputs_embeds=embeds, attention_mask=mask,
+                                      decoder_input_ids=torch.tensor([decoder])).logits
+                    token = int(logits[0, -1].argmax())
+                    if token == eos:
+                        break
+                    out.append(token)
+                    decoder.append(token)
+            else:
+                ids = bb.tokenizer([text], truncation=True, max_length=bb.max_input_tokens)["input_ids"][0]
+                for _ in range(bb.max_answer_tokens):
+                    embeds, mask = bb._embed(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), prefix)
+                    token = int(bb.model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].argmax())
+                    if token == eos:
+                        break
+                    out.append(token)
+                    ids = ids + [token]
+    return out
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt", "adapter"])
+def test_batched_cached_decoding_matches_a_plain_loop(backbone, method):
+    backbone = copy.deepcopy(backbone)
+    # A random tiny model often stops at once; with <unk> as the stop token every row runs all its steps.
+    backbone.tokenizer.eos_token = "<unk>"
+    model, vector = _delta(backbone, method)
+    batch = backbone.prepare(EXAMPLES, TaskFormat("t", "generate", True))
+    generated = model.functional_tokens(vector, batch)
+    expected = [_plain_greedy(model, vector, e, True) for e in EXAMPLES]
+    assert generated == expected
+    assert sum(map(len, expected)) >= 2 * len(EXAMPLES), expected
+    # The DET is live in this forward: a match with the DET ignored would prove nothing about decoding with it.
+    assert float(model.functional_loss(vector, batch)) != pytest.approx(float(model.functional_loss(model.vector(), batch)))
+
+
+def test_decoding_matches_transformers_generate(backbone):
+    """With the DET at its init (LoRA adds zero), our loop is transformers' greedy generate, token for token."""
+    model = build_delta_model(copy.deepcopy(backbone), {"method": "lora"}, 0)
+    batch = backbone.prepare(EXAMPLES, GENERATE)
+    ours = model.functional_generate(model.vector(), batch)
+    t, tok = batch.tensors, backbone.tokenizer
+    if backbone.kind == "seq2seq":
+        ids, mask = t["input_ids"], t["attention_mask"]
+    else:
+        ids, mask = t["prompt_ids"], t["prompt_mask"]
+    with torch.no_grad():
+        out = backbone.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                                      max_new_tokens=backbone.max_answer_tokens, pad_token_id=tok.pad_token_id,
+                                      eos_token_id=tok.eos_token_id)
+    if backbone.kind == "causal":
+        out = out[:, ids.shape[1]:]
+    theirs = [tok.decode(row, skip_special_tokens=True).strip() for row in out]
+    assert ours == theirs
+
+
+def test_lm_loss_is_transformers_loss_on_the_answer_tokens(backbone):
+    model = build_delta_model(copy.deepcopy(backbone), {"method": "lora"}, 0)
+    batch = backbone.prepare(EXAMPLES, GENERATE)
+    ours = float(model.functional_loss(model.vector(), batch))
+    t = batch.tensors
+    with torch.no_grad():
+        if backbone.kind == "seq2seq":
+            labels = t["target_ids"].masked_fill(t["target_mask"] == 0, -100)
+            theirs = backbone.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], labels=labels).loss
+        else:
+            labels = t["input_ids"].masked_fill(t["answer_mask"] == 0, -100)
+            theirs = backbone.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], labels=labels).loss
+    assert ours == pytest.approx(float(theirs), rel=1e-5)
+    # The loss covers the first reference closed by EOS: 'spam message' is 2 words + EOS in the word tokenizer.
+    target_mask = t["target_mask"] if backbone.kind == "seq2seq" else t["answer_mask"]
+    assert int(target_mask[1].sum()) == 3
+
+
+def test_lm_loss_trains_towards_the_gold_output(backbone):
+    model, _ = _delta(backbone, "lora")
+    batch = backbone.prepare(EXAMPLES[1:2], GENERATE)
+    vector = model.vector().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([vector], lr=0.05)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = model.functional_loss(vector, batch)
+        loss.backward()
+        optimizer.step()
+    assert model.functional_generate(vector.detach(), batch) == ["spam message"]
+
+
+def test_options_are_written_into_the_input_in_generate_mode(backbone):
+    example = Example("which is red ?", ("apple", "sky"), 0)
+    assert backbone.format_input(example, TaskFormat("t", "generate", True)) == "which is red ? (A) apple (B) sky"
+    assert backbone.format_input(example) == "which is red ?"
+
+
+def test_generative_examples_cannot_be_ranked_and_encoders_cannot_generate(backbone, tmp_path):
+    with pytest.raises(BackboneError, match="scoring: generate"):
+        backbone.prepare(EXAMPLES, "t")
+    encoder = load_backbone({"name_or_path": str(save_tiny("encoder", tmp_path / "enc"))})
+    with pytest.raises(BackboneError, match="cannot generate"):
+        encoder.prepare(EXAMPLES, GENERATE)
+
+
+def test_task_format_from_task_json_and_backbone_default():
+    assert task_format("a", {"kind": "classification"}, {}) == TaskFormat("a", "rank", False)
+    assert task_format("a", {"kind": "multiple_choice"}, {"scoring": "generate"}) == TaskFormat("a", "generate", True)
+    assert task_format("a", {"kind": "multiple_choice", "scoring": "rank"}, {"scoring": "generate"}) == TaskFormat("a")
+    assert task_format("a", {"kind": "generative"}, {}) == TaskFormat("a", "generate", False)
+    with pytest.raises(BackboneError, match="task 'a' is generative"):
+        task_format("a", {"kind": "generative", "scoring": "rank"}, {})
+    with pytest.raises(BackboneError, match="scoring 'beam'"):
+        task_format("a", {"kind": "classification"}, {"scoring": "beam"})
