@@ -220,23 +220,14 @@ class Backbone(nn.Module):
     def _prepare_causal(self, examples, inputs, n_cand):
         tok = self.tokenizer
         prompt_ids = tok(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
-        rows, answer_starts = [], []
+        prompts, answers = [], []
         for ids, cands in zip(prompt_ids, self._pairs(examples, n_cand)):
             for c in cands:
-                ans = tok(" " + c, add_special_tokens=False, truncation=True,
-                          max_length=self.max_answer_tokens)["input_ids"]
-                rows.append(list(ids) + ans)
-                answer_starts.append(len(ids))
-        width = max(len(r) for r in rows)
+                prompts.append(ids)
+                answers.append(tok(" " + c, add_special_tokens=False, truncation=True,
+                                   max_length=self.max_answer_tokens)["input_ids"])
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros(len(rows), width, dtype=torch.long)
-        answer_mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, (r, s) in enumerate(zip(rows, answer_starts)):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            attention[i, : len(r)] = 1
-            answer_mask[i, s: len(r)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask}
+        return _prompt_and_answer(prompts, answers, pad)
 
     def _answer_ids(self, text: str, prefix: str = "") -> list[int]:
         """The gold output's tokens, closed by EOS so that greedy decoding learns where to stop."""
@@ -257,14 +248,9 @@ class Backbone(nn.Module):
                     "target_ids": target_ids, "target_mask": target_mask}
         prompts = self.tokenizer(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
         answers = [self._answer_ids(e.answer, " ") for e in examples]
-        input_ids, attention = _padded([list(p) + a for p, a in zip(prompts, answers)], pad, left=False)
-        answer_mask = torch.zeros_like(attention)
-        for i, (p, a) in enumerate(zip(prompts, answers)):
-            answer_mask[i, len(p): len(p) + len(a)] = 1
         # Generation reads the prompts left-padded, so every row's next token sits in the last column.
         prompt_ids, prompt_mask = _padded(prompts, pad, left=True)
-        return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask,
-                "prompt_ids": prompt_ids, "prompt_mask": prompt_mask}
+        return {**_prompt_and_answer(prompts, answers, pad), "prompt_ids": prompt_ids, "prompt_mask": prompt_mask}
 
     # ---- scoring ------------------------------------------------------------------------------
     def _embed(self, input_ids, attention_mask, input_prefix):
@@ -405,6 +391,15 @@ def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, 
         ids[i, span] = torch.tensor(r, dtype=torch.long)
         mask[i, span] = 1
     return ids, mask
+
+
+def _prompt_and_answer(prompts: list[list[int]], answers: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """Causal-LM rows of prompt + answer tokens, right-padded, with the answer's positions marked (answer_mask)."""
+    input_ids, attention = _padded([list(p) + list(a) for p, a in zip(prompts, answers)], pad, left=False)
+    answer_mask = torch.zeros_like(attention)
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        answer_mask[i, len(p): len(p) + len(a)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask}
 
 
 def load_backbone(spec: dict, device: str | torch.device = "cpu") -> Backbone:
