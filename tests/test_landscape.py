@@ -11,7 +11,7 @@ from test_dets import TINY_SPECS
 from test_original import write_task
 from tiny_models import TINY_KINDS
 
-from deltaspace.backbones import load_backbone
+from deltaspace.backbones import TaskFormat, load_backbone
 from deltaspace.cli import main
 from deltaspace.dets import build_delta_model
 from deltaspace.evaluate import evaluate, prepare_batches
@@ -201,12 +201,10 @@ LANDSCAPE_DETS = {"lora": TINY_SPECS["lora"], "prompt": TINY_SPECS["prompt"], "b
 SETTINGS = {"resolution": 5, "margin": 0.25, "fraction": 0.9, "dev_examples": 6, "batch_points": "auto"}
 
 
-@pytest.fixture(scope="module")
-def landscape_inputs(tiny_model_dirs, tmp_path_factory):
-    """A hand-built subspace (r = 3) for three DETs on a tiny encoder; stage-1 runs of tasks a (seen: its points
+def build_landscape_inputs(root, backbone: dict):
+    """A hand-built subspace (r = 3) for three DETs on a tiny backbone; stage-1 runs of tasks a (seen: its points
     are in points.csv) and b (unseen: its points are stage-3 vectors)."""
-    root = tmp_path_factory.mktemp("landscape")
-    spec = {"backbone": {"name_or_path": str(tiny_model_dirs["encoder"])}, "dets": LANDSCAPE_DETS, "init_seed": 42,
+    spec = {"backbone": backbone, "dets": LANDSCAPE_DETS, "init_seed": 42,
             "precision": "fp32", "device": "cpu", "landscape": SETTINGS}
     models = {d: build_delta_model(load_backbone(spec["backbone"]), s, 42) for d, s in LANDSCAPE_DETS.items()}
     inits = {d: m.vector() for d, m in models.items()}
@@ -230,6 +228,11 @@ def landscape_inputs(tiny_model_dirs, tmp_path_factory):
     pd.DataFrame(points).to_csv(root / "points.csv", index=False)
     (root / "spec.json").write_text(json.dumps(spec))
     return root, spec, models, inits, subspace
+
+
+@pytest.fixture(scope="module")
+def landscape_inputs(tiny_model_dirs, tmp_path_factory):
+    return build_landscape_inputs(tmp_path_factory.mktemp("landscape"), {"name_or_path": str(tiny_model_dirs["encoder"])})
 
 
 def run_landscape(root, task, with_stage3: bool):
@@ -294,3 +297,28 @@ def test_an_unseen_task_without_stage3_vectors_is_refused_with_the_fix(landscape
     root, *_ = landscape_inputs
     assert run_landscape(root, "b", with_stage3=False) == 1
     assert "decompose.unseen_tasks" in capsys.readouterr().err
+
+
+def test_generate_mode_scores_each_grid_point_by_its_greedy_texts(tiny_model_dirs, tmp_path):
+    """The paper's format on a tiny causal LM: a grid point's score is the exact-match accuracy of the texts it
+    greedily decodes. The dev labels are rewritten so that one point's own texts are gold for the first half of
+    the examples only: that point must score exactly 0.5 (the grid does not depend on the labels)."""
+    backbone = {"name_or_path": str(tiny_model_dirs["causal"]), "scoring": "generate", "max_answer_tokens": 3}
+    root, spec, models, inits, subspace = build_landscape_inputs(tmp_path, backbone)
+    assert run_landscape(root, "b", with_stage3=True) == 0
+    grid = pd.read_csv(root / "out" / "b" / "grid.csv")
+    assert len(grid) == len(LANDSCAPE_DETS) * 25 and grid["score"].between(0, 1).all()
+    dev_file = root / "data" / "b" / "dev.jsonl"
+    dev = read_split(dev_file)[: SETTINGS["dev_examples"]]
+    row = grid[(grid["det"] == "prompt") & (grid["row"] == 2) & (grid["col"] == 2)].iloc[0]
+    point = torch.tensor([row[f"i{k}"] for k in range(3)], dtype=torch.float32)
+    with torch.no_grad():
+        texts = models["prompt"].functional_generate(inits["prompt"] + subspace.decode("prompt", point),
+                                                     models["prompt"].backbone.prepare(dev, TaskFormat("b", "generate")))
+    assert all(texts), texts
+    half = len(dev) // 2
+    dev_file.write_text("".join(json.dumps({"input": e.input, "candidates": [text, "@@never@@"], "label": int(i >= half)}) + "\n"
+                                for i, (e, text) in enumerate(zip(dev, texts))))
+    assert run_landscape(root, "b", with_stage3=True) == 0
+    rescored = pd.read_csv(root / "out" / "b" / "grid.csv").set_index(["det", "row", "col"])
+    assert rescored.loc[("prompt", 2, 2), "score"] == pytest.approx(half / len(dev))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,11 +358,14 @@ class Backbone(nn.Module):
             # Positions count real tokens only, as in training on right-padded rows (and in transformers' generate).
             position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
+            # The prompt's last position is the only one read: skip the LM head elsewhere, as transformers' generate does.
+            keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+
             def step(tokens, first):
                 nonlocal mask, position
                 if first:
                     return self.model(inputs_embeds=tokens, attention_mask=mask, position_ids=position,
-                                      past_key_values=cache, use_cache=True).logits[:, -1]
+                                      past_key_values=cache, use_cache=True, **keep_last).logits[:, -1]
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
                 position = position[:, -1:] + 1
                 return self.model(input_ids=tokens, attention_mask=mask, position_ids=position,

@@ -19,6 +19,8 @@ rule optimize:
         f"{LOGS}/optimize/{{task}}/{{det}}/seed{{seed}}.log",
     benchmark:
         BENCHMARK_FILES["optimize"]
+    # Long jobs before the short artifact and export ones, which fill the last idle core (as landscape's).
+    priority: 1
     threads: rule_resource("optimize", "threads")
     resources:
         mem_mb=rule_resource("optimize", "mem_mb"),
@@ -49,6 +51,8 @@ rule transfer:
         f"{LOGS}/transfer/{{task}}/seed{{seed}}.log",
     benchmark:
         BENCHMARK_FILES["transfer"]
+    # The last long job: before the artifact and exports, which then run beside it instead of ahead of it.
+    priority: 1
     threads: rule_resource("transfer", "threads")
     resources:
         mem_mb=rule_resource("transfer", "mem_mb"),
