@@ -52,8 +52,9 @@ rule landscape:
         f"{LOGS}/landscape/{{task}}/seed{{seed}}.log",
     benchmark:
         BENCHMARK_FILES["landscape"]
-    # Ready once its task's stage 3 is done: it goes before the other tasks' stage-3 jobs, so no core idles at the end.
-    priority: 1
+    # Ready once its task's stage 3 is done: it goes before the other tasks' stage-3 jobs (priority 1), so no core
+    # idles at the end.
+    priority: 2
     threads: rule_resource("landscape", "threads")
     resources:
         mem_mb=rule_resource("landscape", "mem_mb"),

@@ -19,7 +19,7 @@ rule optimize:
         f"{LOGS}/optimize/{{task}}/{{det}}/seed{{seed}}.log",
     benchmark:
         BENCHMARK_FILES["optimize"]
-    # Long jobs before the short artifact and export ones, which fill the last idle core (as landscape's).
+    # Before the short artifact and export jobs, which fill idle cores; after landscape (its priority says why).
     priority: 1
     threads: rule_resource("optimize", "threads")
     resources:
