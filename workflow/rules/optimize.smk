@@ -51,7 +51,7 @@ rule transfer:
         f"{LOGS}/transfer/{{task}}/seed{{seed}}.log",
     benchmark:
         BENCHMARK_FILES["transfer"]
-    # The last long job: before the artifact and exports, which then run beside it instead of ahead of it.
+    # Before the short artifact and export jobs, which then run beside it instead of ahead of it.
     priority: 1
     threads: rule_resource("transfer", "threads")
     resources:
