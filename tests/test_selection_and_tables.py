@@ -119,7 +119,7 @@ def test_stage1_keeps_the_best_dev_checkpoint_not_the_last_and_never_looks_at_te
 def test_stage2_saves_the_subspace_of_the_best_mixed_dev_score_not_the_last(tiny_stage1, tmp_path, monkeypatch):
     root, spec, data_dirs = tiny_stage1
     spec = {**spec, "decompose": {**spec["decompose"], "steps": 6, "eval_every": 2}}
-    script = [0.4, 0.8, 0.5]
+    script = [0.3, 0.4, 0.8, 0.5]  # the start (step 0), then steps 2, 4, 6
     monkeypatch.setattr(decompose_stage, "mixed_dev_score", lambda *args, **kwargs: script.pop(0))
     checkpoints = {}
 
@@ -162,8 +162,10 @@ def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_
         scripted = ScriptedEvaluate(job_module.evaluate, [0.8, 0.4, 0.6, 0.7] + [0.2, 0.9, 0.3, 0.1]
                                     + [0.3, 0.2, 0.5, 0.1] + [0.35, 0.65], job_module.evaluate_examples)
         scripted.install(monkeypatch, job_module)  # every stage scores points through the job
+        # The one-at-a-time loop, whose dev scores go through `evaluate`; the batched loop's selection is scripted
+        # in tests/test_optimize_batched.py.
         result = optimize_stage.optimize("t", "lora", 42, spec, subspace_out, data, tmp_path / variant / "out",
-                                         log=lambda m: None)
+                                         log=lambda m: None, batched=False)
         # init on test; learned, svd and random: 4 dev then 1 test each; the 2 training points on dev, then 1 test
         assert scripted.kinds() == ["test"] + (["dev"] * 4 + ["test"]) * 3 + ["dev"] * 2 + ["test"]
         assert scripted.dev_scores == []

@@ -106,6 +106,8 @@ MODEL_JOB = {"seed": "int", "spec": "json", "threads": "int"}
 COMMANDS = {
     "prepare_task": Command("tasks.prepare:prepare_task_job", "sample seeded train/dev/test splits of one task",
                             {"spec": "json", "out": TaskData}),
+    "plant_tasks": Command("planted:plant_tasks", "the positive control's tasks: real texts labelled by a planted teacher",
+                           {"spec": "json", "out": "map", "info": "path", "threads": "int"}),
     "convert_backbone": Command("convert_backbone:convert_backbone",
                                 "de-quantise a GGUF backbone once into a safetensors folder",
                                 {"gguf": "text", "out": "path"}),
@@ -121,6 +123,10 @@ COMMANDS = {
     "decompose": Command("decompose:decompose", "stage 2: learn the shared subspace from every DET's deltas",
                          {**MODEL_JOB, "vectors": "map", "data": ("by_key", TaskData), "out": Decomposition,
                           "checkpoint": "path"}),
+    "decompose_sweep": Command("decompose_sweep:decompose_sweep",
+                               "stage 2 under several settings on one run's vectors: the table that chose them",
+                               {**MODEL_JOB, "vectors": "map", "data": ("by_key", TaskData), "settings": "json",
+                                "out": "path"}),
     "optimize": Command("optimize:optimize", "stage 3: train an intrinsic vector for one DET on one task",
                         {**MODEL_JOB, "decomposition": Decomposition, "data": TaskData, "out": OptimizeRun}),
     "transfer": Command("transfer:transfer", "decode each DET's stage-3 vector through every DET; test scores",
@@ -149,7 +155,8 @@ COMMANDS = {
     "summary": Command("summary:write_summary", "results/summary.md: the headline tables, each row naming its files",
                        {"out": "path", "original_csv": "path", "relative_csv": "path", "intervals_csv": "path",
                         "transfer_csv": "path",
-                        "transfer_runs": "paths", "resources_csv": "path", "landscape_csv": "path"}),
+                        "transfer_runs": "paths", "resources_csv": "path", "landscape_csv": "path",
+                        "decompose_metrics": "path"}),
 }
 
 

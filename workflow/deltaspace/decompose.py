@@ -22,6 +22,7 @@ from .job import Job, check_inits, start_job
 from .optim import make_optimizer
 from .paths import Decomposition, TaskData, Vectors
 from .subspace import Subspace, init_from_joint_svd, save_subspace, simplex_weights, structured_dets
+from .subspace_health import diagnose, health_warnings
 from .tasks import improves, read_split
 
 DENSE_MAX_NUMBERS = 25_000_000  # the schema's default of decompose.dense_max_numbers
@@ -130,6 +131,14 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     log(f"[decompose] dets={list(models)} dims={[m.num_parameters for m in models.values()]} r={subspace.rank} "
         f"tasks={tasks} steps={steps} device={device} precision={precision}")
 
+    def evaluate(done: int, recon=float("nan"), task_loss=float("nan")) -> dict:
+        """One history entry: the losses since the last one, the mixed dev score and each DET's diagnostics.
+        Every evaluation mixes at the same random points, so steps are compared on equal terms."""
+        eval_generator = torch.Generator().manual_seed(seed)
+        dev_score = mixed_dev_score(job, subspace, deltas_of, dev_batches, primary, sub["mixing"], eval_generator)
+        return {"step": done, "reconstruction": recon, "task_loss": task_loss, "dev_mixed": dev_score,
+                "dets": diagnose(subspace, rows)}
+
     state = load_checkpoint(checkpoint_path, digest, log, "decompose")
     if state is not None:
         subspace.load_state_dict(state["subspace"])
@@ -137,8 +146,12 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
         generator.set_state(state["generator"])
         log(f"[decompose] resumed from {checkpoint_path} at step {state['step']}")
     else:
-        state = {"step": 0, "best": None, "best_step": 0, "best_subspace": None, "history": [], "losses": [],
-                 "digest": digest}
+        # Step 0, the start, is a checkpoint like any other: stage 2 keeps it unless training beats it on dev.
+        start = evaluate(0)
+        log(f"[decompose] step 0 (start) dev(mixed) {start['dev_mixed']:.4f} {_health_line(start['dets'])}")
+        state = {"step": 0, "best": start["dev_mixed"], "best_step": 0,
+                 "best_subspace": {k: v.detach().clone() for k, v in subspace.state_dict().items()},
+                 "history": [start], "losses": [], "digest": digest}
 
     for step in range(state["step"], steps):
         task, row_seed = samples[int(torch.randint(len(samples), (), generator=generator))]
@@ -154,15 +167,16 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
         state["losses"].append([reconstruction.item(), task_loss.item()])
         done = step + 1
         if done % sub["eval_every"] == 0 or done == steps:
-            eval_generator = torch.Generator().manual_seed(seed + done)
-            dev_score = mixed_dev_score(job, subspace, deltas_of, dev_batches, primary, sub["mixing"], eval_generator)
             recon, tl = (sum(x[i] for x in state["losses"]) / len(state["losses"]) for i in (0, 1))
-            state["history"].append({"step": done, "reconstruction": recon, "task_loss": tl, "dev_mixed": dev_score})
+            entry = evaluate(done, recon, tl)
+            dev_score = entry["dev_mixed"]
+            state["history"].append(entry)
             state["losses"] = []
             if improves(dev_score, state["best"]):
                 state.update(best=dev_score, best_step=done,
                              best_subspace={k: v.detach().clone() for k, v in subspace.state_dict().items()})
-            log(f"[decompose] step {done}/{steps} reconstruction {recon:.4f} task loss {tl:.4f} dev(mixed) {dev_score:.4f}")
+            log(f"[decompose] step {done}/{steps} reconstruction {recon:.4f} task loss {tl:.4f} dev(mixed) {dev_score:.4f} "
+                f"{_health_line(entry['dets'])}")
             state.update(step=done, subspace=subspace.state_dict(), optimizer=optimizer.state_dict(),
                          generator=generator.get_state())
             save_checkpoint(checkpoint_path, state)
@@ -172,13 +186,26 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     subspace.load_state_dict(state["best_subspace"])
     save_subspace(out.subspace, subspace, models, inits, spec, tasks)
     points = write_points(out.points, subspace, vectors, samples, matrices, device)
+    start, saved = state["history"][0], next(h for h in state["history"] if h["step"] == state["best_step"])
+    warnings = health_warnings(start, saved, state["history"][-1])
     metrics = {"best_step": state["best_step"], "dev_mixed": state["best"], "steps": steps,
                "seconds": round(time.perf_counter() - started, 2), "history": state["history"],
+               "start": start, "saved": saved, "warnings": warnings,
+               "optimizer": sub["optimizer"], "lr": sub["lr"],
                "train_tasks": tasks, "intrinsic_dim": subspace.rank, "device": str(device), "precision": precision,
                "mean_relative_reconstruction_error": float(points["relative_error"].mean())}
     write_json(out.metrics, metrics)
+    if state["best_step"] == 0:
+        log("[decompose] stage 2 did not improve on its start: the saved subspace is the start (step 0)")
+    for warning in warnings:
+        log(f"[decompose] WARNING: {warning}")
     log(f"[decompose] done: best step {state['best_step']} dev(mixed) {state['best']:.4f} in {metrics['seconds']} s")
     return metrics
+
+
+def _health_line(dets: dict[str, dict[str, float]]) -> str:
+    return "; ".join(f"{det}: rel. error {d['relative_error']:.3f}, saturated {d['saturated']:.0%}, "
+                     f"|point| {d['point_norm']:.2f}" for det, d in dets.items())
 
 
 def write_points(path, subspace: Subspace, vectors, samples, matrices: dict[str, Path], device) -> pd.DataFrame:

@@ -160,9 +160,19 @@ def original_curves(metrics_files: list[str | Path]) -> pd.DataFrame:
 
 
 def decompose_curves(metrics_json: str | Path) -> pd.DataFrame:
-    """Stage 2's evaluations: step, reconstruction, task_loss, dev_mixed."""
+    """Stage 2's evaluations from step 0 (the start): step, reconstruction, task_loss, dev_mixed (losses are
+    the means since the previous evaluation, so step 0 has none)."""
     history = read_json(metrics_json, what="stage-2 metrics").get("history") or []
     return pd.DataFrame(history, columns=["step", "reconstruction", "task_loss", "dev_mixed"])
+
+
+def decompose_health(metrics_json: str | Path) -> pd.DataFrame:
+    """Stage 2's diagnostics per evaluation and DET (subspace_health): step, det, relative_error, saturated,
+    point_norm."""
+    history = read_json(metrics_json, what="stage-2 metrics").get("history") or []
+    rows = [{"step": entry["step"], "det": det, **values} for entry in history
+            for det, values in (entry.get("dets") or {}).items()]
+    return pd.DataFrame(rows, columns=["step", "det", "relative_error", "saturated", "point_norm"])
 
 
 def optimize_curves(results: list[str | Path]) -> pd.DataFrame:
@@ -214,18 +224,30 @@ def plot_original_curves(run_dirs: list[str | Path], png: str | Path) -> list[Pa
 
 
 def plot_decompose_curves(metrics_json: str | Path, png: str | Path) -> list[Path]:
-    curves = decompose_curves(metrics_json)
+    curves, health = decompose_curves(metrics_json), decompose_health(metrics_json)
     if curves.empty:
         raise ValueError(f"stage-2 metrics {metrics_json} hold no history; rerun decompose")
-    labels = {"reconstruction": "reconstruction distance\n(sum over DETs)", "task_loss": "task loss at the mixed point\n(sum over DETs)",
-              "dev_mixed": "dev at a random mixing point\n(mean over DETs)"}
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
-    for ax, (column, label) in zip(fig.subplots(1, 3), labels.items()):
+    labels = {"reconstruction": "reconstruction distance\n(sum over DETs, training batches)",
+              "task_loss": "task loss at the mixed point\n(sum over DETs, training batches)",
+              "dev_mixed": "dev at fixed random mixing points\n(mean over DETs)"}
+    per_det = {"relative_error": "relative reconstruction error\nof the training deltas (1 = none)",
+               "saturated": "share of saturated\ndown-projection units (|tanh| > 0.99)",
+               "point_norm": "mean norm of the\ntraining points"}
+    fig = Figure(figsize=(11, 6.4), layout="constrained")
+    axes = fig.subplots(2, 3, sharex=True)
+    for ax, (column, label) in zip(axes[0], labels.items()):
         ax.plot(curves["step"], curves[column], marker=".")
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title(label, fontsize=9)
-    fig.suptitle("Stage 2: learning the shared subspace")
+    for ax, (column, label) in zip(axes[1], per_det.items()):
+        for det, group in health.groupby("det", sort=False):
+            ax.plot(group["step"], group[column], marker=".", label=det)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step (0 = the joint-SVD or random start)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if not health.empty:
+        axes[1, 0].axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        axes[1, 0].legend(fontsize=8)
+    fig.suptitle("Stage 2: learning the shared subspace (from step 0, the start)")
     return save_figure(fig, png)
 
 

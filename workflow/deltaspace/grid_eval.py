@@ -63,6 +63,16 @@ class DevSet:
     def n_examples(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def of_batches(cls, batches: list[ScoringBatch]) -> "DevSet":
+        """A whole split already cut by evaluate.prepare_batches (each batch knowing its examples' positions):
+        stage 3 scores its vectors on the very batches its sequential loop scores one vector at a time on."""
+        ids = [i for batch in batches for i in batch.example_ids]
+        by_id = dict(zip(ids, (example for batch in batches for example in batch.examples)))
+        examples = tuple(by_id[i] for i in range(len(ids)))
+        return cls(batches, torch.tensor(ids), torch.tensor([e.label for e in examples]),
+                   max(len(e.candidates) for e in examples), examples)
+
 
 def tokenise(backbone: Backbone, examples: list[Example], task: str, device, batch_size: int) -> DevSet:
     """Batches of `batch_size` examples in the given order (the reference's)."""
@@ -100,7 +110,7 @@ def _devset(backbone: Backbone, examples: list[Example], task: str, device, grou
                   tuple(examples))
 
 
-def _rows(vectors: torch.Tensor | VectorRows, start: int, stop: int) -> torch.Tensor:
+def vector_rows(vectors: torch.Tensor | VectorRows, start: int, stop: int) -> torch.Tensor:
     return vectors[start:stop] if isinstance(vectors, torch.Tensor) else vectors(start, stop)
 
 
@@ -119,7 +129,7 @@ def reference_scores(model, vectors: torch.Tensor | VectorRows, n_points: int, d
     """(P, N, C) candidate scores: one vector at a time, fp32, the plain functional forward."""
     points = []
     for p in range(n_points):
-        vector = _rows(vectors, p, p + 1)[0]
+        vector = vector_rows(vectors, p, p + 1)[0]
         points.append([model.functional_scores(vector, b).unsqueeze(0) for b in devset.batches])
     return torch.cat([_in_example_order(per_batch, devset) for per_batch in points])
 
@@ -159,7 +169,7 @@ def stacked_scores(model, vectors: torch.Tensor | VectorRows, n_points: int, dev
         forward = stacked_forward(model, batch)
         chunks = []
         for start in range(0, n_points, stack):
-            chunk = _rows(vectors, start, min(n_points, start + stack)).to(device)
+            chunk = vector_rows(vectors, start, min(n_points, start + stack)).to(device)
             with attention_for_vmap(device), autocast(precision, device):
                 chunks.append(forward(chunk).float())
         per_batch.append(torch.cat(chunks))

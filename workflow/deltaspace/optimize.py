@@ -1,6 +1,8 @@
 """optimize (stage 3): train only an intrinsic vector I in R^r for one DET on a task, decoding theta = init + Up(I) through
 the frozen up-projection (method.md). The same loop trains in two baseline subspaces: the joint-SVD fit that
-stage 2 starts from (what the joint decomposition adds) and an untrained random one (what any r directions give)."""
+stage 2 starts from (what the joint decomposition adds) and an untrained random one (what any r directions give).
+The three vectors, and every lr of the grid, train together in one forward pass per step (intrinsic_batched.py)
+where the DET allows it; train_intrinsic is the one-at-a-time loop they must match."""
 from __future__ import annotations
 
 import time
@@ -10,7 +12,10 @@ import torch
 
 from .backbones import TaskFormat
 from .evaluate import predictions_table, prepare_batches
+from .grid_eval import DevSet
 from .hardware import autocast
+from .intrinsic import Selection, evaluates, start_point
+from .intrinsic_batched import batchable, dev_scores, train_intrinsic_batched
 from .io import save_tensors, tensor_digest, write_csv, write_json
 from .job import Job, batch_order, load_task_splits, start_job
 from .optim import make_optimizer
@@ -46,13 +51,14 @@ def tokenised_batches(backbone, splits, task: str | TaskFormat, stage: dict, see
 
 def train_intrinsic(job: Job, det: str, up: UpProjection | Fastfood, batches: dict, stage: dict, seed: int,
                     primary: str, log) -> dict:
-    """For each lr of the grid: train I from the same seeded start, keep the best dev; test the overall best."""
+    """For each lr of the grid: train I from the same seeded start, keep the best dev; test the overall best.
+    One vector at a time: the reference the batched loop (intrinsic_batched.py) must match, and the path of a DET
+    or task it cannot batch."""
     device, precision, model, init = job.device, job.precision, job.models[det], job.inits[det]
     up = up.to(device).requires_grad_(False)
-    best, all_history = None, []
+    selection = Selection()
     for lr in stage["lrs"]:
-        start = torch.randn(up.rank, generator=torch.Generator().manual_seed(seed)) * 0.02
-        point = start.to(device).requires_grad_(True)
+        point = start_point(up.rank, seed, device)
         optimizer = make_optimizer(stage["optimizer"], [point], lr)
         for step, batch in enumerate(batches["train"]):
             with autocast(precision, device):
@@ -61,31 +67,32 @@ def train_intrinsic(job: Job, det: str, up: UpProjection | Fastfood, batches: di
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
-            if done % stage["eval_every"] == 0 or done == stage["steps"]:
+            if evaluates(done, stage):
                 dev = job.score_point(det, up, point.detach(), batches["dev"])
-                all_history.append({"lr": lr, "step": done, "train_loss": loss.item(), "dev": dev[primary]})
-                if improves(dev[primary], None if best is None else best["dev"]):
-                    best = {"dev": dev[primary], "lr": lr, "step": done, "point": point.detach().clone()}
-        log(f"[optimize] lr {lr}: best dev so far {best['dev']:.4f} (lr {best['lr']}, step {best['step']})")
-    result = {"dev": best["dev"], "test": None, "test_metrics": None, "predictions": None, "lr": best["lr"],
-              "best_step": best["step"], "point": best["point"].cpu(), "history": all_history}
-    if "test" in batches:
-        result["test_metrics"], result["predictions"] = job.score_examples(
-            det, job.decode(det, up, best["point"]), batches["test"])
-        result["test"] = result["test_metrics"][primary]
-    return result
+                selection.record(lr, done, loss.item(), dev[primary], point)
+        log(selection.summary(lr))
+    return selection.result(job, det, up, batches, primary)
 
 
 def best_train_point(job: Job, det: str, up: UpProjection | Fastfood, points: pd.DataFrame, batches: dict,
-                     primary: str) -> dict:
+                     primary: str, batched: bool = False) -> dict:
     """No training: decode every training task's stage-2 point (each DET's, each seed's) through this DET, keep
-    the one that scores best on this task's dev split, and test only that one (dev picks, test never does)."""
+    the one that scores best on this task's dev split, and test only that one (dev picks, test never does).
+    batched: the points are scored on dev several per forward pass (intrinsic_batched.dev_scores)."""
     up = up.to(job.device)
     coords = [c for c in points.columns if c.startswith("i") and c[1:].isdigit()]
+    rows = list(points.itertuples(index=False))
+    candidates = [torch.tensor([getattr(row, c) for c in coords], dtype=torch.float32, device=job.device)
+                  for row in rows]
+    if batched:
+        def decoded(start: int, stop: int) -> torch.Tensor:  # on demand: fine-tuning's vectors are large
+            return torch.stack([job.decode(det, up, point) for point in candidates[start:stop]])
+
+        devs = dev_scores(job, det, decoded, len(candidates), DevSet.of_batches(batches["dev"]), primary)
+    else:
+        devs = [job.score_point(det, up, point, batches["dev"])[primary] for point in candidates]
     best = None
-    for row in points.itertuples(index=False):
-        point = torch.tensor([getattr(row, c) for c in coords], dtype=torch.float32, device=job.device)
-        dev = job.score_point(det, up, point, batches["dev"])[primary]
+    for row, point, dev in zip(rows, candidates, devs):
         if improves(dev, None if best is None else best["dev"]):
             best = {"dev": dev, "point": point, "from": {"task": row.task, "seed": int(row.seed), "det": row.det}}
     metrics, predictions = job.score_examples(det, job.decode(det, up, best["point"]), batches["test"])
@@ -93,11 +100,12 @@ def best_train_point(job: Job, det: str, up: UpProjection | Fastfood, points: pd
 
 
 def optimize(task: str, det: str, seed: int, spec: dict, decomposition, data, out, threads: int | None = None,
-             log=print) -> dict:
+             log=print, batched: bool | None = None) -> dict:
     """Trains I* in the learned subspace and, as baselines, in the joint-SVD fit that stage 2 starts from and in
     a random subspace; also scores theta_init and the best training task's point. decomposition: decompose's
     Files (or folder); data: TaskData (or folder). Writes the OptimizeRun files `out` (or into that folder):
-    the scores, the vectors and every test prediction."""
+    the scores, the vectors and every test prediction. batched: train the three subspaces' vectors (every lr)
+    in one forward pass per step (intrinsic_batched.py); None: wherever the DET and task allow it."""
     started = time.perf_counter()
     out, decomposition = OptimizeRun.of(out), Decomposition.of(decomposition)
     subspace_path, svd_subspace_path, points_path = (decomposition.subspace, decomposition.svd_subspace,
@@ -116,10 +124,13 @@ def optimize(task: str, det: str, seed: int, spec: dict, decomposition, data, ou
     log(f"[optimize] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
     batches = tokenised_batches(job.backbone, splits, job.task_format(task, task_info), stage, seed, job.device)
     init_metrics, init_predictions = job.score_examples(det, job.inits[det], batches["test"])
-    learned = train_intrinsic(job, det, subspace.up[det], batches, stage, seed, primary, log)
-    svd = train_intrinsic(job, det, svd_subspace.up[det], batches, stage, seed, primary, log)
-    random = train_intrinsic(job, det, random_up_projection(subspace.up[det], seed), batches, stage, seed, primary, log)
-    nearest = best_train_point(job, det, subspace.up[det], pd.read_csv(points_path), batches, primary)
+    ups = [subspace.up[det], svd_subspace.up[det], random_up_projection(subspace.up[det], seed)]
+    batched = batchable(job.models[det], batches) if batched is None else batched
+    if batched:
+        learned, svd, random = train_intrinsic_batched(job, det, ups, batches, stage, seed, primary, log)
+    else:
+        learned, svd, random = (train_intrinsic(job, det, up, batches, stage, seed, primary, log) for up in ups)
+    nearest = best_train_point(job, det, subspace.up[det], pd.read_csv(points_path), batches, primary, batched)
     save_tensors(out.intrinsic, {"intrinsic": learned["point"], "svd_intrinsic": svd["point"],
                                  "random_intrinsic": random["point"]},
                  {"task": task, "det": det, "seed": seed, "subspace": str(subspace_path), "lr": learned["lr"]})

@@ -106,6 +106,9 @@ def pdf_twin(png):
 
 # A GGUF backbone, converted once into a save_pretrained folder that every model job loads.
 CONVERTED_BACKBONE = f"{RESULTS}/backbone"
+# The positive control's planted tasks (plant_tasks): one JSON-lines file per task and what was planted.
+PLANTED = f"{RESULTS}/planted/{{task}}.jsonl"
+PLANTED_INFO = f"{RESULTS}/planted/planted.json"
 DATA = TaskData.at(f"{RESULTS}/data/{{task}}")
 ORIGINAL = OriginalRun.at(f"{RESULTS}/original/{{task}}/{{det}}/seed{{seed}}")
 ORIGINAL_CHECKPOINT = f"{CHECKPOINTS}/original/{{task}}/{{det}}/seed{{seed}}/{CHECKPOINT_NAME}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from .intervals import significance_words
-from .io import atomic_path
+from .io import atomic_path, read_json
 from .sources import compact_paths, read_table
 
 
@@ -53,6 +53,35 @@ def original_section(original_csv: str | Path) -> tuple[str, pd.DataFrame]:
             f"{'; mean ± standard deviation over ' + str(seeds) + ' seeds' if seeds > 1 else ''}, with the test "
             "score at theta_init (before training) in brackets. `majority`: always answering the most common "
             "training label.\n\n" + _markdown(frame))
+    return text, frame
+
+
+def decompose_section(metrics_json: str | Path) -> tuple[str, pd.DataFrame]:
+    """Stage 2's start beside the subspace it saved, per DET, and in words every way the saved one is worse."""
+    metrics = read_json(metrics_json, what="stage-2 metrics")
+    if "start" not in metrics:
+        raise ValueError(f"stage-2 metrics {metrics_json} lack the start's diagnostics (written before they "
+                         "existed); rerun decompose")
+    start, saved = metrics["start"], metrics["saved"]
+    names = {"relative_error": "relative error", "saturated": "saturated", "point_norm": "point norm"}
+    rows = [{"det": det, **{f"{name} {when}": values[key] for key, name in names.items()
+                            for when, values in (("start", first), ("saved", saved["dets"][det]))},
+             "source": str(metrics_json)} for det, first in start["dets"].items()]
+    frame = pd.DataFrame(rows)
+    step = metrics["best_step"]
+    kept = ("**Stage 2 did not improve on its start**: no later checkpoint beat it on dev, so the saved subspace is "
+            "the start itself (and the learned and joint-SVD rows below train in the same subspace)."
+            if step == 0 else f"The saved subspace is step {step} of {metrics['steps']}.")
+    warnings = metrics.get("warnings") or []
+    said = ("\n\n" + "\n".join(f"- **Warning:** {w}." for w in warnings)) if warnings else (
+        "\n\nNo warning: the saved subspace reconstructs the training deltas within 0.05 of its start, at most 5% "
+        "of its down-projection units are saturated, and its mixed dev score is at least the start's.")
+    text = ("## Subspace learning (stage 2): the start beside the saved subspace\n\n"
+            f"Mixed dev score (every DET decoded at the same random mixing points of each training task): start "
+            f"{start['dev_mixed']:.4f}, saved {saved['dev_mixed']:.4f}. {kept} Relative reconstruction error: "
+            "||delta - Up(Down(delta))|| / ||delta|| over the training deltas (1 is no better than reconstructing "
+            "nothing); saturated: share of down-projection units with |tanh| > 0.99." + said + "\n\n"
+            + _markdown(frame, digits=3))
     return text, frame
 
 
@@ -176,9 +205,12 @@ def resources_section(resources_csv: str | Path) -> tuple[str, pd.DataFrame]:
 
 
 def write_summary(out: str | Path, original_csv, relative_csv, intervals_csv, transfer_csv, transfer_runs,
-                  resources_csv=None, landscape_csv=None) -> str:
-    """The summary page; the landscape and resource sections only where those tables are given."""
-    sections = [original_section(original_csv)[0], relative_section(relative_csv, original_csv)[0],
+                  resources_csv=None, landscape_csv=None, decompose_metrics=None) -> str:
+    """The summary page; the stage-2, landscape and resource sections only where their files are given."""
+    sections = [original_section(original_csv)[0]]
+    if decompose_metrics is not None:
+        sections.append(decompose_section(decompose_metrics)[0])
+    sections += [relative_section(relative_csv, original_csv)[0],
                 intervals_section(intervals_csv)[0], transfer_section(transfer_csv, transfer_runs)[0]]
     if landscape_csv is not None:
         sections.append(landscape_section(landscape_csv)[0])

@@ -19,7 +19,7 @@ from deltaspace import paths  # noqa: E402
 from deltaspace.paths import (  # noqa: E402
     ARTIFACT, BENCHMARK_FILES, CONVERTED_BACKBONE, DATA, DECOMPOSE_CHECKPOINT, DECOMPOSITION, FIGURES_FILES, LANDSCAPE, LANDSCAPE_AREA,
     LOGS, OPTIMIZE, ORIGINAL, ORIGINAL_CHECKPOINT, ORIGINAL_TABLE, OVERLAP, PEFT, RESOURCES, RESULT_TABLES, SUMMARY,
-    TRANSFER, TRANSFER_PREDICTIONS, VECTORS,
+    TRANSFER, TRANSFER_PREDICTIONS, VECTORS, PLANTED, PLANTED_INFO,
 )
 
 
@@ -121,6 +121,7 @@ def validate_config(config, schema):
     check_crossfit_data(config["tasks"], config.get("crossfit_dir"))
     check_subspace_tasks()
     check_landscape_tasks()
+    check_control()
 
 
 def check_input_template(template):
@@ -275,6 +276,28 @@ def prepare_task_spec(wildcards):
     return as_json(spec)
 
 
+def task_file_input(task):
+    """A file task's data file (prepare_task's input); nothing for any other source."""
+    spec = config["tasks"][task]
+    return [spec["path"]] if spec["source"] == "file" else []
+
+
+def planted_tasks():
+    """The positive control's tasks: file tasks whose data is a planted file (PLANTED), in config order."""
+    return [task for task, spec in config["tasks"].items()
+            if spec["source"] == "file" and spec["path"] == PLANTED.format(task=task)]
+
+
+def planted_files():
+    return [PLANTED.format(task=task) for task in planted_tasks()]
+
+
+def plant_spec(wildcards):
+    control = config["control"]
+    return as_json({**common_spec(), "dets": {control["det"]: config["dets"][control["det"]]}, "control": control,
+                    "wheels_dir": config["wheels_dir"]})
+
+
 def gguf_backbone():
     """The configured backbone's GGUF file (convert_backbone's input), or None for any other backbone."""
     from deltaspace.convert_backbone import is_gguf
@@ -352,6 +375,21 @@ def check_subspace_tasks():
         raise WorkflowError(
             f"Invalid configuration: config keys 'decompose.train_tasks' and 'decompose.unseen_tasks' share {both}; "
             "a task the subspace is learned from cannot be unseen"
+        )
+
+
+def check_control():
+    """Planted tasks need the control section, and its teacher must be a configured DET."""
+    planted = planted_tasks()
+    if planted and "control" not in config:
+        raise WorkflowError(
+            f"Invalid configuration: task(s) {planted} read planted files ({PLANTED}) but the config has no "
+            "'control' section to plant them (see config/control.yaml)"
+        )
+    if "control" in config and config["control"]["det"] not in config["dets"]:
+        raise WorkflowError(
+            f"Invalid configuration: config key 'control.det' is {config['control']['det']!r}, not a DET under "
+            f"'dets' ({', '.join(det_names())})"
         )
 
 

@@ -2,6 +2,9 @@
 
 
 rule prepare_task:
+    input:
+        # A file task's data: a changed file reruns its preparation, and a planted task's file is made first.
+        task_file=lambda wildcards: task_file_input(wildcards.task),
     output:
         **named(DATA),
     params:
@@ -47,3 +50,29 @@ rule overlap:
         "python -m deltaspace overlap {params.data} --train-tasks {params.train_tasks:q}"
         " --unseen-tasks {params.unseen_tasks:q} --max-overlap {params.max_overlap} --out {output.table:q}"
         " > {log:q} 2>&1"
+
+
+# The positive control (config/control.yaml): the planted tasks' files, all from one basis, in one job.
+if planted_tasks():
+
+    rule plant_tasks:
+        input:
+            backbone=backbone_input,
+        output:
+            files=planted_files(),
+            info=PLANTED_INFO,
+        params:
+            spec=plant_spec,
+            out=lambda wildcards, output: pairs_option("out", dict(zip(planted_tasks(), output.files))),
+        log:
+            f"{LOGS}/plant_tasks.log",
+        threads: rule_resource("plant_tasks", "threads")
+        resources:
+            mem_mb=rule_resource("plant_tasks", "mem_mb"),
+            runtime=rule_resource("plant_tasks", "runtime"),
+            gpu=rule_resource("plant_tasks", "gpu"),
+        conda:
+            "../../envs/deltaspace.yaml"
+        shell:
+            "python -m deltaspace plant_tasks --spec {params.spec:q} {params.out} --info {output.info:q}"
+            " --threads {threads} > {log:q} 2>&1"

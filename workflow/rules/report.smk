@@ -78,6 +78,7 @@ rule summary:
         transfer_runs=lambda wildcards: transfer_runs(),
         resources=RESOURCES.table,
         landscape_area=LANDSCAPE_AREA,
+        decompose_metrics=DECOMPOSITION.metrics,
     output:
         report(
             SUMMARY,
@@ -97,4 +98,5 @@ rule summary:
         "python -m deltaspace summary --original-csv {input.original:q} --relative-csv {input.relative:q}"
         " --intervals-csv {input.intervals:q}"
         " --transfer-csv {input.transfer:q} --transfer-runs {input.transfer_runs:q} --resources-csv {input.resources:q}"
-        " --landscape-csv {input.landscape_area:q} --out {output:q} > {log:q} 2>&1"
+        " --landscape-csv {input.landscape_area:q} --decompose-metrics {input.decompose_metrics:q}"
+        " --out {output:q} > {log:q} 2>&1"
