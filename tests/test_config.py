@@ -67,7 +67,7 @@ BAD_CONFIGS = {
     ),
     "unknown top-level key": (
         with_change("stage2", {}),
-        "config key 'stage2' is not allowed; allowed keys in the top level: backbone, crossfit_dir, data_seed, decompose, dets",
+        "config key 'stage2' is not allowed; allowed keys in the top level: backbone, control, crossfit_dir, data_seed, decompose",
     ),
     "a key of an earlier version": (
         with_change("stage3", {"steps": 3}),

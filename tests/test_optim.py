@@ -13,14 +13,14 @@ from deltaspace.optim import make_optimizer
 SHAPES = [(7,), (16,), (5, 3), (12, 8), (2, 4, 6)]
 
 
-def _trajectories(steps: int, lr: float, dtype=torch.float32):
+def _trajectories(steps: int, lr: float, dtype=torch.float32, scaled: bool = False):
     torch.manual_seed(0)
     starts = [torch.randn(shape).to(dtype) for shape in SHAPES]
     grads = [[torch.randn(shape).to(dtype) * 10 ** (k % 3 - 1) for shape in SHAPES] for k in range(steps)]
     ours = [s.clone().requires_grad_(True) for s in starts]
     theirs = [s.clone().requires_grad_(True) for s in starts]
-    optimizers = (make_optimizer("adafactor", ours, lr),
-                  Reference(theirs, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False))
+    optimizers = (make_optimizer("adafactor_scaled" if scaled else "adafactor", ours, lr),
+                  Reference(theirs, lr=lr, scale_parameter=scaled, relative_step=False, warmup_init=False))
     for step_grads in grads:
         for params, optimizer in zip((ours, theirs), optimizers):
             for p, g in zip(params, step_grads):
@@ -34,6 +34,22 @@ def test_adafactor_updates_equal_transformers_bit_for_bit(lr):
     for ours, theirs in _trajectories(steps=6, lr=lr):
         for a, b in zip(ours, theirs):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("lr", [1e-3, 0.5])
+def test_scaled_adafactor_updates_equal_transformers_scale_parameter_bit_for_bit(lr):
+    for ours, theirs in _trajectories(steps=6, lr=lr, scaled=True):
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+
+
+def test_scaled_adafactor_step_is_relative_to_the_parameter_rms():
+    # one step from zero second moments: update = g / |g| elementwise (RMS 1, unclipped) times lr * RMS(p)
+    p = torch.tensor([3.0, -4.0], requires_grad=True)  # RMS = sqrt((9 + 16) / 2)
+    p.grad = torch.tensor([2.0, -0.5])
+    make_optimizer("adafactor_scaled", [p], 0.1).step()
+    rms = (12.5) ** 0.5
+    assert torch.allclose(p.detach(), torch.tensor([3.0 - 0.1 * rms, -4.0 + 0.1 * rms]), atol=1e-5)
 
 
 def test_adafactor_bf16_parameters_equal_transformers():

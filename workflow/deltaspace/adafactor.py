@@ -1,5 +1,6 @@
-"""Adafactor (Shazeer and Stern 2018) in the one configuration the paper uses: a constant lr, no relative step, no
-parameter scaling, no warm-up, no first moment, no weight decay; transformers 5.23's defaults otherwise.
+"""Adafactor (Shazeer and Stern 2018) as transformers 5.23 has it with no relative step, no warm-up, no first moment
+and no weight decay: a constant lr (the paper's configuration), or with scale_parameter the lr times each
+parameter's RMS (stage 2's default: the updates stay relative to the tiny tanh-scaled down-projections).
 Ours, not transformers.optimization's: importing that module pulls in the Trainer's utilities and PEFT (~3 s of
 every job's start-up) for one class. tests/test_optim.py checks it step for step against transformers' Adafactor.
 Its state dict has transformers' keys (step, exp_avg_sq or exp_avg_sq_row/_col), so checkpoints load either way."""
@@ -15,8 +16,9 @@ class Adafactor(torch.optim.Optimizer):
     an update clipped to RMS <= clip_threshold, times the constant lr."""
 
     def __init__(self, params, lr: float, eps: tuple[float, float] = (1e-30, 1e-3), clip_threshold: float = 1.0,
-                 decay_rate: float = -0.8):
-        super().__init__(params, {"lr": lr, "eps": eps, "clip_threshold": clip_threshold, "decay_rate": decay_rate})
+                 decay_rate: float = -0.8, scale_parameter: bool = False):
+        super().__init__(params, {"lr": lr, "eps": eps, "clip_threshold": clip_threshold, "decay_rate": decay_rate,
+                                  "scale_parameter": scale_parameter})
 
     @staticmethod
     def _rms(tensor: torch.Tensor) -> torch.Tensor:
@@ -61,8 +63,12 @@ class Adafactor(torch.optim.Optimizer):
             exp_avg_sq.mul_(beta2t).add_(update, alpha=(1.0 - beta2t))
             update = exp_avg_sq.rsqrt().mul_(grad)
         update.div_((self._rms(update) / group["clip_threshold"]).clamp_(min=1.0))
-        update.mul_(group["lr"])
         target = p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
+        lr = group["lr"]
+        if group.get("scale_parameter", False):  # transformers' order of operations, for bit-identical updates
+            state["RMS"] = self._rms(target)
+            lr = max(group["eps"][1], state["RMS"]) * lr
+        update.mul_(lr)
         target.add_(-update)
         if target is not p:
             p.copy_(target)

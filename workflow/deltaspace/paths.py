@@ -109,6 +109,7 @@ CONVERTED_BACKBONE = f"{RESULTS}/backbone"
 # The positive control's planted tasks (plant_tasks): one JSON-lines file per task and what was planted.
 PLANTED = f"{RESULTS}/planted/{{task}}.jsonl"
 PLANTED_INFO = f"{RESULTS}/planted/planted.json"
+PLANTED_BASIS = f"{RESULTS}/planted/basis.safetensors"  # U, D x r: the subspace stage 2 should find
 DATA = TaskData.at(f"{RESULTS}/data/{{task}}")
 ORIGINAL = OriginalRun.at(f"{RESULTS}/original/{{task}}/{{det}}/seed{{seed}}")
 ORIGINAL_CHECKPOINT = f"{CHECKPOINTS}/original/{{task}}/{{det}}/seed{{seed}}/{CHECKPOINT_NAME}"

@@ -61,6 +61,7 @@ if planted_tasks():
         output:
             files=planted_files(),
             info=PLANTED_INFO,
+            basis=PLANTED_BASIS,
         params:
             spec=plant_spec,
             out=lambda wildcards, output: pairs_option("out", dict(zip(planted_tasks(), output.files))),
@@ -75,4 +76,5 @@ if planted_tasks():
             "../../envs/deltaspace.yaml"
         shell:
             "python -m deltaspace plant_tasks --spec {params.spec:q} {params.out} --info {output.info:q}"
+            " --basis {output.basis:q}"
             " --threads {threads} > {log:q} 2>&1"
