@@ -128,8 +128,8 @@ def test_every_stage2_caller_uses_the_configured_mixing_scheme(tiny_stage1, tmp_
     monkeypatch.setattr(decompose_stage, "simplex_weights", spy)
     spec = {**spec, "decompose": {**spec["decompose"], "mixing": "dirichlet", "steps": 2, "eval_every": 2}}
     decompose_stage.decompose(spec, root / "vectors", data_dirs, tmp_path / "s2", tmp_path / "ck", log=lambda m: None)
-    # 2 training steps, then one dev evaluation over the one training task.
-    assert schemes == ["dirichlet"] * 3
+    # the start's dev evaluation, 2 training steps, then one dev evaluation over the one training task.
+    assert schemes == ["dirichlet"] * 4
 
 
 # ---- the random-subspace baseline ------------------------------------------------------------------------------

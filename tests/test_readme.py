@@ -15,7 +15,7 @@ GENERATED = {"docs/configuration.md"}
 
 MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 BACKTICKED_DOC = re.compile(r"`(docs/[^`\s]+\.md)`")
-RULE = re.compile(r"^rule (\w+):", re.MULTILINE)
+RULE = re.compile(r"^\s*rule (\w+):", re.MULTILINE)  # indented: a rule defined under an if
 
 
 def relative_links(page: Path) -> list[str]:

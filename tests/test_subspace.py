@@ -122,7 +122,7 @@ def test_joint_svd_init_reconstructs_and_aligns_the_dets_points():
 
 def test_decompose_stage_on_a_tiny_model(tiny_stage2):
     root, spec, _, metrics = tiny_stage2
-    assert [h["step"] for h in metrics["history"]] == [2, 4]
+    assert [h["step"] for h in metrics["history"]] == [0, 2, 4]  # step 0: the start
     subspace, inits, meta = load_subspace(root / "s2" / "subspace.safetensors")
     assert subspace.rank == 2 and set(inits) == set(TINY_DETS)
     points = pd.read_csv(root / "s2" / "points.csv")
@@ -214,7 +214,8 @@ def test_svd_subspace_is_stage2s_step0_and_its_baseline_is_stage3_in_it(tiny_sta
     _assert_same_subspace(saved_svd, step0)
     for det in TINY_DETS:
         assert torch.equal(svd_inits[det], inits[det])
-        assert not torch.allclose(learned.up[det].weight, step0.up[det].weight)  # 4 steps moved it away
+    # The learned subspace may be the start itself (step 0 is a checkpoint candidate); the svd file is checked
+    # against the joint SVD computed by hand above, whatever stage 2 kept.
 
     det, seed = "lora", 42
     result = optimize("b", det, seed, spec, tmp_path / "s2", data_dirs["b"], tmp_path / "s3", log=lambda m: None)

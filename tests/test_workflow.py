@@ -37,7 +37,8 @@ def test_dry_run_of_the_embedded_default_plans_every_stage(workdir):
     assert result.returncode == 0, result.stdout
     config = load_config("config.yaml")
     assert len(config["tasks"]) == 7 and len(config["decompose"]["unseen_tasks"]) == 2
-    assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=2)
+    assert config["decompose"]["optimize_seen"]  # the seen rows: stage 3 on the 5 training tasks too
+    assert stage_jobs(result.stdout) == expected_stage_jobs(config, stage3_tasks=7)
     assert planned_jobs(result.stdout)["overlap"] == 1
 
 

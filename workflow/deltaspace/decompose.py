@@ -131,7 +131,7 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     log(f"[decompose] dets={list(models)} dims={[m.num_parameters for m in models.values()]} r={subspace.rank} "
         f"tasks={tasks} steps={steps} device={device} precision={precision}")
 
-    def evaluate(done: int, recon=float("nan"), task_loss=float("nan")) -> dict:
+    def evaluate(done: int, recon=None, task_loss=None) -> dict:
         """One history entry: the losses since the last one, the mixed dev score and each DET's diagnostics.
         Every evaluation mixes at the same random points, so steps are compared on equal terms."""
         eval_generator = torch.Generator().manual_seed(seed)
