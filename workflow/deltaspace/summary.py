@@ -8,6 +8,7 @@ import pandas as pd
 from .intervals import significance_words
 from .io import atomic_path, read_json
 from .sources import compact_paths, read_table
+from .subspace_health import ERROR_TOLERANCE, MAX_SATURATED_SHARE
 
 
 def _score(values: pd.Series) -> str:
@@ -74,8 +75,9 @@ def decompose_section(metrics_json: str | Path) -> tuple[str, pd.DataFrame]:
             if step == 0 else f"The saved subspace is step {step} of {metrics['steps']}.")
     warnings = metrics.get("warnings") or []
     said = ("\n\n" + "\n".join(f"- **Warning:** {w}." for w in warnings)) if warnings else (
-        "\n\nNo warning: the saved subspace reconstructs the training deltas within 0.05 of its start, at most 5% "
-        "of its down-projection units are saturated, and its mixed dev score is at least the start's.")
+        f"\n\nNo warning: the saved subspace reconstructs the training deltas within {ERROR_TOLERANCE} of its start, "
+        f"at most {MAX_SATURATED_SHARE:.0%} of its down-projection units are saturated, and its mixed dev score is "
+        "at least the start's.")
     text = ("## Subspace learning (stage 2): the start beside the saved subspace\n\n"
             f"Mixed dev score (every DET decoded at the same random mixing points of each training task): start "
             f"{start['dev_mixed']:.4f}, saved {saved['dev_mixed']:.4f}. {kept} Relative reconstruction error: "
