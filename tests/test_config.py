@@ -3,6 +3,7 @@ runs, naming the key and what is allowed. Everything goes through snakemake, as 
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -34,6 +35,18 @@ def test_shipped_configs_validate(name):
     validate(config, str(SCHEMA))
     assert first_error(config, SCHEMA) is None
     assert config == load_config(name), "a shipped config should be complete: no schema default fills it"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda path: path.name)
+def test_a_preset_run_in_its_own_folder_finds_the_checkouts_data_wheels(path):
+    """A preset whose command runs it in its own folder (--directory runs/<name>, the README's and its header's)
+    reads wheels_dir from there: it must lead back to the checkout's resources/wheels, where README step 1 puts
+    them (a bare resources/wheels would look in runs/<name>/ and find nothing)."""
+    config, folders = load_config(path.name), re.findall(r"--directory (runs/\w+)", path.read_text())
+    if "wheels_dir" not in config:
+        return
+    for folder in folders or ["."]:
+        assert ((REPO / folder / config["wheels_dir"]).resolve() == (REPO / "resources" / "wheels").resolve()), folder
 
 
 def test_schema_defaults_are_the_embedded_default():

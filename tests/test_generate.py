@@ -156,3 +156,54 @@ def test_task_format_from_task_json_and_backbone_default():
         task_format("a", {"kind": "generative", "scoring": "rank"}, {})
     with pytest.raises(BackboneError, match="scoring 'beam'"):
         task_format("a", {"kind": "classification"}, {"scoring": "beam"})
+
+
+def test_the_decode_cap_is_the_longest_training_answer_plus_eos(backbone):
+    """By hand, in the tiny word tokenizer: 'positive' 1 + EOS, 'spam message' 2 + EOS, 'who wrote hamlet' 3 + EOS.
+    A cap above max_answer_tokens (5 here) is cut to it, as training cuts the answers."""
+    assert backbone.answer_cap(EXAMPLES) == 4
+    assert backbone.answer_cap(EXAMPLES[:2]) == 3
+    assert backbone.answer_cap([Example("x", references=("a b c d e f g",))]) == 5
+
+
+def test_capped_decoding_is_transformers_generate_up_to_the_cap(backbone):
+    """With the cap at 2 tokens, every row stops after 2 (EOS never comes: <unk> is the stop token), and its tokens
+    are transformers' greedy generate with max_new_tokens=2 and the first 2 of the uncapped decoding."""
+    backbone = copy.deepcopy(backbone)
+    backbone.tokenizer.eos_token = "<unk>"
+    model = build_delta_model(backbone, {"method": "lora"}, 0)
+    uncapped = model.functional_tokens(model.vector(), backbone.prepare(EXAMPLES, GENERATE))
+    batch = backbone.prepare(EXAMPLES, TaskFormat("t", "generate", answer_tokens=2))
+    capped = model.functional_tokens(model.vector(), batch)
+    assert [len(row) for row in uncapped] == [5, 5, 5] and [len(row) for row in capped] == [2, 2, 2]
+    assert capped == [row[:2] for row in uncapped]
+    t, tok = batch.tensors, backbone.tokenizer
+    ids, mask = (t["input_ids"], t["attention_mask"]) if backbone.kind == "seq2seq" else (t["prompt_ids"],
+                                                                                            t["prompt_mask"])
+    with torch.no_grad():
+        out = backbone.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                                      max_new_tokens=2, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    out = out[:, ids.shape[1]:] if backbone.kind == "causal" else out[:, 1:]  # seq2seq: after the start token
+    assert capped == out.tolist()
+
+
+def test_causal_rank_scores_are_each_candidates_mean_log_likelihood_after_the_prompt(backbone):
+    """Rank scoring on a causal LM against a plain computation, one unpadded sequence per (example, candidate),
+    with every position's logits: the mean log-probability of the candidate's tokens after the prompt."""
+    if backbone.kind != "causal":
+        pytest.skip("causal rank scoring")
+    examples = [Example("this movie was great and the acting was excellent", ("positive", "negative"), 0),
+                Example("free entry win a prize", ("ham", "spam message", "who wrote hamlet"), 1)]
+    batch = backbone.prepare(examples, "t")
+    tok = backbone.tokenizer
+    with torch.no_grad():
+        scores = backbone.score(batch)
+        for i, example in enumerate(examples):
+            prompt = tok(backbone.format_input(example), truncation=True, max_length=backbone.max_input_tokens)["input_ids"]
+            for j, candidate in enumerate(example.candidates):
+                answer = tok(" " + candidate, add_special_tokens=False)["input_ids"][: backbone.max_answer_tokens]
+                logits = backbone.model(input_ids=torch.tensor([prompt + answer])).logits[0]
+                logp = torch.log_softmax(logits.float(), -1)
+                expected = sum(float(logp[len(prompt) - 1 + k, token]) for k, token in enumerate(answer)) / len(answer)
+                assert float(scores[i, j]) == pytest.approx(expected, abs=1e-4), (i, j)
+        assert scores[0, 2] == float("-inf")  # the padded candidate slot

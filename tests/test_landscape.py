@@ -310,15 +310,21 @@ def test_generate_mode_scores_each_grid_point_by_its_greedy_texts(tiny_model_dir
     assert len(grid) == len(LANDSCAPE_DETS) * 25 and grid["score"].between(0, 1).all()
     dev_file = root / "data" / "b" / "dev.jsonl"
     dev = read_split(dev_file)[: SETTINGS["dev_examples"]]
-    row = grid[(grid["det"] == "prompt") & (grid["row"] == 2) & (grid["col"] == 2)].iloc[0]
-    point = torch.tensor([row[f"i{k}"] for k in range(3)], dtype=torch.float32)
-    with torch.no_grad():
-        texts = models["prompt"].functional_generate(inits["prompt"] + subspace.decode("prompt", point),
-                                                     models["prompt"].backbone.prepare(dev, TaskFormat("b", "generate")))
-    assert all(texts), texts
+    backbone = models["prompt"].backbone  # decoding stops at the task's cap, from its training split
+    form = TaskFormat("b", "generate", answer_tokens=backbone.answer_cap(read_split(root / "data" / "b" / "train.jsonl")))
+    batch = backbone.prepare(dev, form)
+
+    def texts_at(row):
+        point = torch.tensor([row[f"i{k}"] for k in range(3)], dtype=torch.float32)
+        with torch.no_grad():
+            return models["prompt"].functional_generate(inits["prompt"] + subspace.decode("prompt", point), batch)
+
+    # a grid point whose every text is non-empty (each becomes a candidate below)
+    row, texts = next((row, texts) for _, row in grid[grid["det"] == "prompt"].iterrows()
+                      if all(texts := texts_at(row)))
     half = len(dev) // 2
     dev_file.write_text("".join(json.dumps({"input": e.input, "candidates": [text, "@@never@@"], "label": int(i >= half)}) + "\n"
                                 for i, (e, text) in enumerate(zip(dev, texts))))
     assert run_landscape(root, "b", with_stage3=True) == 0
     rescored = pd.read_csv(root / "out" / "b" / "grid.csv").set_index(["det", "row", "col"])
-    assert rescored.loc[("prompt", 2, 2), "score"] == pytest.approx(half / len(dev))
+    assert rescored.loc[("prompt", int(row["row"]), int(row["col"])), "score"] == pytest.approx(half / len(dev))

@@ -188,6 +188,29 @@ def lcs_rouge_l(prediction: str, reference: str) -> float:
     return 0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b))
 
 
+def run_through_tables(workdir: Path, config: dict, crossfit_dir: Path) -> Path:
+    """The config (written beside the run) through the result tables only: the figures, landscape and exports
+    are the same code for any preset. Returns the run's results folder."""
+    derived = workdir / "two_tasks.yaml"
+    derived.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "2", "--until", "result_tables", "--configfile", str(derived),
+                       "--config", f"crossfit_dir={crossfit_dir}", timeout=900)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return workdir / "results"
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def mean_rouge_l(predictions: pd.DataFrame, column: str) -> float:
+    """Rouge-L of a column's texts, the best over each example's references, averaged over the examples."""
+    references = [json.loads(refs) for refs in predictions["references"]]
+    best = [max(lcs_rouge_l(text, reference) for reference in refs)
+            for text, refs in zip(predictions[column], references)]
+    return sum(best) / len(best)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["seq2seq", "causal"])
 def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, paper_crossfit_dir, kind):
@@ -196,14 +219,7 @@ def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, 
     too); the tables' scores are the hand-computed metrics of the predictions the jobs wrote."""
     train_task, unseen_task = "glue-sst2", "eli5-asks"
     config = two_task_paper_config(tiny_model_dirs[kind], train_task, unseen_task)
-    derived = workdir / "paper_two_tasks.yaml"
-    derived.write_text(yaml.safe_dump(config))
-    # Through the tables only: the figures, landscape and exports are the same code for any preset.
-    result = snakemake(workdir, "--cores", "2", "--until", "result_tables", "--configfile", str(derived),
-                       "--config", f"crossfit_dir={paper_crossfit_dir}", timeout=900)
-    assert result.returncode == 0, result.stdout[-5000:]
-
-    results = workdir / "results"
+    results = run_through_tables(workdir, config, paper_crossfit_dir)
     summary = json.loads((results / "data" / unseen_task / "task.json").read_text())
     assert summary["sizes"] == {"train": 24, "dev": 8, "test": 8}, "CrossFit's own splits, kept whole"
     assert (summary["kind"], summary["primary_metric"]) == ("generative", "rouge_l")
@@ -214,9 +230,6 @@ def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, 
         (task, det) for task in (train_task, unseen_task) for det in config["dets"])
     metrics = json.loads((results / "original" / unseen_task / "lora" / "seed42" / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["params"] > 0
-
-    def read_predictions(path):
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
 
     # Stage 1 of the classification task: ACC is the share of generated texts equal to the gold one (any case).
     for row in (r for r in stage1 if r["task"] == train_task):
@@ -230,12 +243,10 @@ def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, 
     for row in relative:
         # Stage 3 of the generative task: Rouge-L, the best over each example's two references, averaged.
         predictions = read_predictions(results / "optimize" / unseen_task / row["det"] / "seed42" / "predictions.csv")
-        references = [json.loads(refs) for refs in predictions["references"]]
-        assert all(len(refs) == 2 for refs in references)
-        for column, table_column in (("subspace", "subspace"), ("init", "init")):
-            hand = sum(max(lcs_rouge_l(p, r) for r in refs)
-                       for p, refs in zip(predictions[column], references)) / len(predictions)
-            assert float(row[table_column]) == pytest.approx(hand, abs=1e-4), (row["det"], column)
+        assert all(len(json.loads(refs)) == 2 for refs in predictions["references"])
+        for column in ("subspace", "init"):
+            hand = mean_rouge_l(predictions, column)
+            assert float(row[column]) == pytest.approx(hand, abs=1e-4), (row["det"], column)
         own, subspace = float(row["own_space"]), float(row["subspace"])
         if own:  # relative performance is undefined where the own-space score is zero
             assert float(row["relative"]) == pytest.approx(100 * subspace / own, abs=0.01)
@@ -244,3 +255,38 @@ def test_two_task_paper_shaped_run_reaches_the_tables(workdir, tiny_model_dirs, 
     transfer = read_csv(results / "tables" / "transfer.csv")
     assert sorted((row["source_det"], row["target_det"]) for row in transfer) == sorted(
         (s, t) for s in config["dets"] for t in config["dets"])
+
+
+@pytest.mark.slow
+def test_a_causal_run_ranks_its_classification_task_and_generates_its_free_text_one(workdir, tiny_model_dirs,
+                                                                                   paper_crossfit_dir):
+    """Scoring per task in one run and one subspace (config/causal.yaml's shape): with backbone.scoring rank, the
+    tiny Llama ranks glue-sst2's two labels (every prediction is one of them) and generates eli5-asks (free
+    text: it can only generate), through stages 1-3 with stage 3 on the seen task too; the tables' scores are
+    the hand-computed accuracy and Rouge-L of the predictions the jobs wrote."""
+    train_task, unseen_task = "glue-sst2", "eli5-asks"
+    config = two_task_paper_config(tiny_model_dirs["causal"], train_task, unseen_task)
+    config["backbone"]["scoring"] = "rank"
+    config["decompose"]["optimize_seen"] = True
+    results = run_through_tables(workdir, config, paper_crossfit_dir)
+    candidates = json.loads((results / "data" / train_task / "task.json").read_text())["candidates"]
+    assert len(candidates) == 2
+
+    stage1 = read_csv(results / "tables" / "original.csv")
+    for row in (r for r in stage1 if r["task"] == train_task):
+        predictions = read_predictions(results / "original" / train_task / row["det"] / "seed42" / "predictions.csv")
+        assert set(predictions["own"]) <= set(candidates)  # ranked: a label, never free text
+        hand = sum(p == g for p, g in zip(predictions["own"], predictions["gold"])) / len(predictions)
+        assert float(row["test"]) == pytest.approx(hand, abs=1e-4)
+    relative = read_csv(results / "tables" / "relative_performance.csv")
+    assert sorted((row["task"], row["task_role"]) for row in relative) == sorted(
+        [(train_task, "seen")] * 3 + [(unseen_task, "unseen")] * 3)
+    for row in relative:
+        predictions = read_predictions(results / "optimize" / row["task"] / row["det"] / "seed42" / "predictions.csv")
+        for column in ("subspace", "init", "random_subspace"):
+            if row["task"] == train_task:
+                assert set(predictions[column]) <= set(candidates)
+                hand = sum(p == g for p, g in zip(predictions[column], predictions["gold"])) / len(predictions)
+            else:
+                hand = mean_rouge_l(predictions, column)
+            assert float(row[column]) == pytest.approx(hand, abs=1e-4), (row["task"], row["det"], column)

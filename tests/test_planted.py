@@ -12,6 +12,7 @@ import torch
 from conftest import WHEELS_DIR
 from deltaspace.job import start_job
 from deltaspace.io import load_tensors
+import deltaspace.planted as planted_module
 from deltaspace.planted import plant_tasks
 from deltaspace.tasks.file_source import load_file_examples
 from deltaspace.tasks.leakage import leak_key
@@ -33,8 +34,10 @@ def control_spec(**control):
 def planted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("planted")
     out = {task: folder / f"{task}.jsonl" for task in TASKS}
-    record = plant_tasks(control_spec(), out, folder / "planted.json", basis=folder / "basis.safetensors", threads=2,
-                         log=lambda *_: None)
+    with pytest.MonkeyPatch.context() as patch:  # a probe smaller than a task: probe and rest are labelled apart
+        patch.setattr(planted_module, "PROBE_TEXTS", 16)
+        record = plant_tasks(control_spec(), out, folder / "planted.json", basis=folder / "basis.safetensors",
+                             threads=2, log=lambda *_: None)
     basis = load_tensors(folder / "basis.safetensors")[0]["U"]
     return control_spec(), out, record, json.loads((folder / "planted.json").read_text()), basis
 

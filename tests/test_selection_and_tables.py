@@ -157,23 +157,25 @@ def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_
         data = write_task(tmp_path / variant / "data", n=(24, DEV_SIZE, TEST_SIZE))
         if variant == "flipped_test":
             _flip_test_labels(data)
-        # learned: best at lr 1e-2 step 2 (first lr, not its last step); svd: best at lr 1e-2 step 4;
-        # random: best at lr 5e-2 step 2; best training point: the second row of points.csv.
-        scripted = ScriptedEvaluate(job_module.evaluate, [0.8, 0.4, 0.6, 0.7] + [0.2, 0.9, 0.3, 0.1]
-                                    + [0.3, 0.2, 0.5, 0.1] + [0.35, 0.65], job_module.evaluate_examples)
+        # Each subspace: its start (step 0), then 4 dev steps. learned: best at lr 1e-2 step 2 (first lr, not its
+        # last step); svd: best at lr 1e-2 step 4; random: the start beats every trained step, so it is kept;
+        # best training point: the second row of points.csv.
+        scripted = ScriptedEvaluate(job_module.evaluate, [0.5, 0.8, 0.4, 0.6, 0.7] + [0.1, 0.2, 0.9, 0.3, 0.1]
+                                    + [0.55, 0.3, 0.2, 0.5, 0.1] + [0.35, 0.65], job_module.evaluate_examples)
         scripted.install(monkeypatch, job_module)  # every stage scores points through the job
         # The one-at-a-time loop, whose dev scores go through `evaluate`; the batched loop's selection is scripted
         # in tests/test_optimize_batched.py.
         result = optimize_stage.optimize("t", "lora", 42, spec, subspace_out, data, tmp_path / variant / "out",
                                          log=lambda m: None, batched=False)
         # init on test; learned, svd and random: 4 dev then 1 test each; the 2 training points on dev, then 1 test
-        assert scripted.kinds() == ["test"] + (["dev"] * 4 + ["test"]) * 3 + ["dev"] * 2 + ["test"]
+        assert scripted.kinds() == ["test"] + (["dev"] * 5 + ["test"]) * 3 + ["dev"] * 2 + ["test"]
         assert scripted.dev_scores == []
         assert (result["lr"], result["best_step"], result["dev"]) == (1e-2, 2, 0.8)
         assert (result["svd_lr"], result["svd_dev"]) == (1e-2, 0.9)
-        assert (result["random_lr"], result["random_dev"]) == (5e-2, 0.5)
-        assert [h["dev"] for h in result["history"]] == [0.8, 0.4, 0.6, 0.7]
-        assert [h["dev"] for h in result["svd_history"]] == [0.2, 0.9, 0.3, 0.1]
+        assert (result["random_lr"], result["random_dev"]) == (None, 0.55)
+        assert [(h["step"], h["dev"]) for h in result["history"]] == [(0, 0.5), (0, 0.5), (2, 0.8), (4, 0.4),
+                                                                      (2, 0.6), (4, 0.7)]
+        assert [h["dev"] for h in result["svd_history"]] == [0.1, 0.1, 0.2, 0.9, 0.3, 0.1]
         second = points_csv.iloc[1]
         assert result["best_train_point_dev"] == 0.65
         assert result["best_train_point_from"] == {"task": second["task"], "seed": int(second["seed"]),
@@ -183,6 +185,9 @@ def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_
         random_up = optimize_stage.random_up_projection(subspace.up["lora"], 42)
         dev_batch = scripted.calls[1][2]
         train_point = torch.tensor([second[f"i{k}"] for k in range(subspace.rank)], dtype=torch.float32)
+        # the random subspace kept its start: the seeded draw every lr begins from
+        torch.testing.assert_close(points["random_intrinsic"],
+                                   torch.randn(subspace.rank, generator=torch.Generator().manual_seed(42)) * 0.02)
         with torch.no_grad():
             learned_vector = inits["lora"] + subspace.up["lora"](points["intrinsic"])
             svd_vector = inits["lora"] + svd_subspace.up["lora"](points["svd_intrinsic"])
@@ -192,19 +197,20 @@ def test_stage3_keeps_the_best_dev_point_and_lr_and_scores_test_once_at_it(tiny_
             torch.testing.assert_close(model.functional_scores(inits["lora"], scripted.calls[0][2]),
                                        scripted.calls[0][1])
             # each kept point is the one scored at its scripted best dev, and the one its test scores
-            torch.testing.assert_close(model.functional_scores(learned_vector, dev_batch), scripted.calls[1][1])
-            torch.testing.assert_close(model.functional_scores(learned_vector, scripted.calls[5][2]),
-                                       scripted.calls[5][1])
-            torch.testing.assert_close(model.functional_scores(svd_vector, dev_batch), scripted.calls[7][1])
-            assert not torch.allclose(model.functional_scores(svd_vector, dev_batch), scripted.calls[9][1])
-            torch.testing.assert_close(model.functional_scores(svd_vector, scripted.calls[10][2]),
-                                       scripted.calls[10][1])
+            # (calls: learned 1-5 dev, 6 test; svd 7-11, 12; random 13-17, 18; training points 19-20, 21)
+            torch.testing.assert_close(model.functional_scores(learned_vector, dev_batch), scripted.calls[2][1])
+            torch.testing.assert_close(model.functional_scores(learned_vector, scripted.calls[6][2]),
+                                       scripted.calls[6][1])
+            torch.testing.assert_close(model.functional_scores(svd_vector, dev_batch), scripted.calls[9][1])
+            assert not torch.allclose(model.functional_scores(svd_vector, dev_batch), scripted.calls[11][1])
+            torch.testing.assert_close(model.functional_scores(svd_vector, scripted.calls[12][2]),
+                                       scripted.calls[12][1])
             torch.testing.assert_close(model.functional_scores(random_vector, dev_batch), scripted.calls[13][1])
-            torch.testing.assert_close(model.functional_scores(random_vector, scripted.calls[15][2]),
-                                       scripted.calls[15][1])
-            torch.testing.assert_close(model.functional_scores(train_point_vector, dev_batch), scripted.calls[17][1])
-            torch.testing.assert_close(model.functional_scores(train_point_vector, scripted.calls[18][2]),
+            torch.testing.assert_close(model.functional_scores(random_vector, scripted.calls[18][2]),
                                        scripted.calls[18][1])
+            torch.testing.assert_close(model.functional_scores(train_point_vector, dev_batch), scripted.calls[20][1])
+            torch.testing.assert_close(model.functional_scores(train_point_vector, scripted.calls[21][2]),
+                                       scripted.calls[21][1])
         chosen[variant] = (points["intrinsic"], points["svd_intrinsic"], points["random_intrinsic"], result)
     for k in range(3):
         assert torch.equal(chosen["plain"][k], chosen["flipped_test"][k])
@@ -422,7 +428,7 @@ def test_hand_made_relative_table_columns_differences_and_pooled_intervals(tmp_p
                 "random_subspace", "best_train_point", "relative", "gain_relative"]
     assert list(written.columns[:len(required)]) == required
     assert {f"vs_{b}{end}" for b in ("init", "svd_subspace", "random_subspace", "best_train_point")
-            for end in ("", "_low", "_high")} | {"majority", "lr", "source", "predictions"} <= set(written.columns)
+            for end in ("", "_low", "_high")} | {"majority", "lr", "best_step", "source", "predictions"} <= set(written.columns)
     rows = written.set_index("task")
     assert rows.loc["t1", "vs_random_subspace"] == 0.3  # 8/10 - 5/10, exactly (as written, 4 decimals)
     assert rows.loc["t1", "gain_relative"] == 50.0  # (0.8 - 0.6) / (1.0 - 0.6) x 100

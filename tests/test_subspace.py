@@ -20,7 +20,7 @@ from deltaspace.subspace import load_subspace
 from deltaspace.job import load_task_splits, start_job
 from deltaspace.optimize import optimize, tokenised_batches, train_intrinsic
 from deltaspace.subspace import Subspace, init_from_joint_svd, simplex_weights
-from deltaspace.tables import relative_performance_table, original_table, transfer_table
+from deltaspace.tables import relative_performance_table, transfer_table
 from deltaspace.tasks import read_split
 from deltaspace.transfer import transfer
 
@@ -137,7 +137,9 @@ def test_subspace_training_transfer_and_tables(tiny_stage2):
     for det in TINY_DETS:
         results[det] = optimize("b", det, 42, spec, root / "s2", data_dirs["b"], root / "s3" / det,
                                       log=lambda m: None)
-        assert results[det]["lr"] in spec["optimize"]["lrs"] and 0 <= results[det]["random_test"] <= 1
+        # lr None: the start (step 0) kept
+        assert results[det]["lr"] in spec["optimize"]["lrs"] + [None] and 0 <= results[det]["random_test"] <= 1
+        assert (results[det]["lr"] is None) == (results[det]["best_step"] == 0)
     table = transfer("b", 42, spec, subspace_path, {d: root / "s3" / d for d in TINY_DETS}, data_dirs["b"],
                      root / "transfer.csv", log=lambda m: None)
     assert len(table) == 4

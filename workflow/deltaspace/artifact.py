@@ -37,7 +37,7 @@ class IntrinsicResult:
     point: torch.Tensor  # (r,) the coordinates in the subspace
     dev: float
     test: float | None  # only when a test split was given
-    lr: float
+    lr: float | None  # None: the start scored best on dev (best_step 0)
     best_step: int
     history: list[dict] = field(default_factory=list)
 
@@ -157,7 +157,8 @@ class SubspaceArtifact:
         stage = {"lrs": list(lrs), "optimizer": optimizer, "steps": steps, "batch_size": batch_size,
                  "eval_every": eval_every or steps, "eval_batch_size": eval_batch_size}
         job = Job(self.device, precision, {det: model}, {det: self.inits[det].to(self.device)}, self.backbone_spec)
-        batches = tokenised_batches(model.backbone, splits, job.task_format(task, info), stage, seed, self.device)
+        form = job.task_format(task, info, splits["train"])
+        batches = tokenised_batches(model.backbone, splits, form, stage, seed, self.device)
         found = train_in_subspace(job, det, self.subspace.up[det], batches, stage, seed,
                                   info.get("primary_metric", "accuracy"),
                                   log or (lambda message: None))

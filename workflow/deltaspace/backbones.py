@@ -6,8 +6,9 @@ Two scoring modes (SCORING), chosen per task; no task head exists anywhere:
   log-likelihood of the candidate's tokens after the prompt; encoder: scaled cosine similarity of the pooled
   input and candidate embeddings.
 - generate (the paper's text-to-text format; seq2seq and causal only): training is the language-model loss of
-  the gold output (`lm_loss`, teacher forcing, answer tokens only for a causal LM), evaluation greedy-decodes up
-  to max_answer_tokens with a KV cache (`generate`). Multiple-choice options are written into the input.
+  the gold output (`lm_loss`, teacher forcing, answer tokens only for a causal LM), evaluation greedy-decodes with
+  a KV cache (`generate`) up to the task's decode cap: its longest training answer plus EOS, at most
+  max_answer_tokens (`answer_cap`). Multiple-choice options are written into the input.
 Every call runs inside the DET's forward (deltaspace.dets.base.DeltaModel), so a DET sees all of them alike.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TaskFormat:
     name: str = ""
     scoring: str = "rank"
     show_options: bool = False
+    answer_tokens: int | None = None  # generate: tokens decoded at most (Backbone.answer_cap); None: max_answer_tokens
 
     @classmethod
     def of(cls, task: "str | TaskFormat") -> "TaskFormat":
@@ -107,6 +109,7 @@ class ScoringBatch:
     example_ids: tuple[int, ...] | None = None  # each row's position in its split, for per-example predictions
     scoring: str = "rank"  # SCORING: what the tensors were built for
     examples: tuple[Example, ...] | None = None  # each row's example: evaluation turns scores into their texts
+    answer_tokens: int | None = None  # generate: the task's decode cap (TaskFormat.answer_tokens)
 
     def to(self, device) -> "ScoringBatch":
         return dataclasses.replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()},
@@ -182,7 +185,7 @@ class Backbone(nn.Module):
         inputs = [self.format_input(e, task) for e in examples]
         if task.scoring == "generate":
             return ScoringBatch(self._prepare_generate(examples, inputs), mask, labels, scoring="generate",
-                                examples=tuple(examples))
+                                examples=tuple(examples), answer_tokens=task.answer_tokens)
         if any(e.generative for e in examples):
             raise BackboneError(f"task {task.name!r}: a generative example (no candidates) can only be scored with "
                                 f"scoring: generate")
@@ -235,6 +238,13 @@ class Backbone(nn.Module):
         ids = self.tokenizer(prefix + text, add_special_tokens=False, truncation=True,
                              max_length=self.max_answer_tokens - 1)["input_ids"]
         return list(ids) + [self.tokenizer.eos_token_id]
+
+    def answer_cap(self, examples: list[Example]) -> int:
+        """A task's decode cap: its longest gold output (every reference of `examples`, its training split) in
+        tokens, EOS included, as training writes them; so at most max_answer_tokens. A point that rambles then
+        costs no more than one that answers (issue: a decoder LM run within 45 minutes)."""
+        prefix = " " if self.kind == "causal" else ""
+        return max(len(self._answer_ids(reference, prefix)) for example in examples for reference in example.references)
 
     def _prepare_generate(self, examples, inputs):
         if self.kind == "encoder":
@@ -301,36 +311,47 @@ class Backbone(nn.Module):
 
     def _score_causal(self, t, input_prefix, shape):
         n, c = shape
-        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
-        p = 0 if input_prefix is None else input_prefix.shape[0]
-        logits = logits[:, p:-1].float()  # position i predicts token i + 1
-        target = t["input_ids"][:, 1:]
-        token_logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        weights = t["answer_mask"][:, 1:].float()
+        logits, target, weights = self._answer_logits(t, input_prefix)
+        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        weights = weights.float()
         return ((token_logp * weights).sum(1) / weights.sum(1).clamp(min=1)).view(n, c)
+
+    def _answer_logits(self, t, input_prefix):
+        """A causal LM's (logits, target tokens, answer mask) over the columns that hold some row's answer tokens:
+        position i predicts token i + 1, and the prompt's other positions never reach the LM head (logits over
+        the vocabulary at every position would be B x L x V floats: 189 MB for 16 rows of 60 tokens on SmolLM2)."""
+        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
+        p = 0 if input_prefix is None else input_prefix.shape[0]
+        weights = t["answer_mask"][:, 1:]
+        columns = weights.any(0).nonzero().flatten()
+        lo, hi = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, weights.shape[1])
+        positions = torch.arange(p + lo, p + hi, device=embeds.device)
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=positions).logits
+        else:
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[:, positions]
+        return logits, t["input_ids"][:, 1 + lo: 1 + hi], weights[:, lo:hi]
 
 
     # ---- generate mode ------------------------------------------------------------------------
     def lm_loss(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood of the gold output's tokens (teacher forcing), over the batch's tokens."""
         t = batch.tensors
-        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
         if self.kind == "seq2seq":
+            embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
             target, weights = t["target_ids"], t["target_mask"]
             logits = self.model(inputs_embeds=embeds, attention_mask=mask,
                                 decoder_input_ids=self.model._shift_right(target),
                                 decoder_attention_mask=weights).logits
         else:
-            p = 0 if input_prefix is None else input_prefix.shape[0]
-            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[:, p:-1]  # i predicts i + 1
-            target, weights = t["input_ids"][:, 1:], t["answer_mask"][:, 1:]
+            logits, target, weights = self._answer_logits(t, input_prefix)
         token_nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
         weights = weights.flatten().float()
         return (token_nll * weights).sum() / weights.sum().clamp(min=1)
 
     def generate(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> list[str]:
-        """Greedy decoding of up to max_answer_tokens per row, with a KV cache; the texts, stripped."""
+        """Greedy decoding of up to the batch's decode cap per row (else max_answer_tokens), with a KV cache; the
+        texts, stripped."""
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip()
                 for row in self.generate_tokens(batch, input_prefix)]
 
@@ -374,7 +395,7 @@ class Backbone(nn.Module):
         rows = embeds.shape[0]
         done = torch.zeros(rows, dtype=torch.bool, device=embeds.device)
         generated = []
-        for i in range(self.max_answer_tokens):
+        for i in range(min(batch.answer_tokens or self.max_answer_tokens, self.max_answer_tokens)):
             tokens = step(step_input, i == 0).argmax(-1)
             tokens = tokens.masked_fill(done, pad)
             generated.append(tokens)

@@ -106,7 +106,7 @@ def decompose(spec: dict, vectors, data: dict, out, checkpoint: str | Path, thre
     train = {t: read_split(data[t].train) for t in tasks}
     dev = {t: read_split(data[t].dev)[: sub["dev_examples"]] for t in tasks}
     primary = {t: read_json(data[t].summary).get("primary_metric", "accuracy") for t in tasks}
-    forms = {t: job.task_format(t, read_json(data[t].summary)) for t in tasks}
+    forms = {t: job.task_format(t, read_json(data[t].summary), train[t]) for t in tasks}
     dev_batches = {t: job.batches(dev[t], forms[t], sub["eval_batch_size"]) for t in tasks}
 
     def deltas_of(task: str, seed_of_row: int | None = None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,7 @@
 """One intrinsic vector's run over stage 3's lr grid, the parts the sequential loop (optimize.train_intrinsic)
 and the batched one (intrinsic_batched.py) share, so that both start, evaluate and choose alike: the seeded
-start, when dev is scored, the best dev evaluation (tasks.improves) and the test score of that one alone."""
+start, scored on dev as step 0, when dev is scored, the best dev evaluation (tasks.improves) and the test score
+of that one alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,10 +24,16 @@ def evaluates(done: int, stage: dict) -> bool:
 
 @dataclass
 class Selection:
-    """One vector's dev evaluations over the lr grid, recorded in lr order, and the best so far."""
+    """One vector's dev evaluations over the lr grid, recorded in lr order after the shared start, and the best so far."""
 
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
+
+    def start(self, lrs: list[float], dev: float, point: torch.Tensor) -> None:
+        """Step 0, the seeded start every lr shares: a candidate like any later step (lr None: no training), so a
+        grid that only loses dev keeps its start, as stage 1 keeps theta_init. Each lr's curve begins here."""
+        self.history.extend({"lr": lr, "step": 0, "train_loss": None, "dev": dev} for lr in lrs)
+        self.best = {"dev": dev, "lr": None, "step": 0, "point": point.detach().clone()}
 
     def record(self, lr: float, step: int, train_loss: float, dev: float, point: torch.Tensor) -> None:
         self.history.append({"lr": lr, "step": step, "train_loss": train_loss, "dev": dev})

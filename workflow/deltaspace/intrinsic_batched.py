@@ -45,6 +45,9 @@ def train_intrinsic_batched(job, det: str, ups: list, batches: dict, stage: dict
     points = [start_point(ups[u].rank, seed, device) for u, _ in runs]
     optimizers = [make_optimizer(stage["optimizer"], [point], lr) for point, (_, lr) in zip(points, runs)]
     dev = DevSet.of_batches(batches["dev"])
+    starts = [start_point(up.rank, seed, device).detach() for up in ups]  # step 0: one per subspace, every lr's
+    start_devs = dev_scores(job, det, torch.stack([job.decode(det, up, start) for up, start in zip(ups, starts)]),
+                            len(ups), dev, primary)
     evaluations = [[] for _ in runs]  # per run: (step, train loss, dev score, point) at each dev step
     for step, batch in enumerate(batches["train"]):
         losses_of = vmap(lambda vector: model.functional_loss(vector, batch))
@@ -63,7 +66,8 @@ def train_intrinsic_batched(job, det: str, ups: list, batches: dict, stage: dict
                 evaluations[k].append((done, loss, score, kept[k]))
     results = []
     for u, up in enumerate(ups):
-        selection = Selection()  # replayed in the sequential loop's order: lr by lr, step by step
+        selection = Selection()  # replayed in the sequential loop's order: the start, then lr by lr, step by step
+        selection.start(stage["lrs"], start_devs[u], starts[u])
         for k in (k for k, (run_up, _) in enumerate(runs) if run_up == u):
             for done, loss, score, point in evaluations[k]:
                 selection.record(runs[k][1], done, loss, score, point)

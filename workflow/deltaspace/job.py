@@ -4,6 +4,7 @@ these DETs' inits, tokenised splits, and scoring a vector or a decoded subspace 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -29,9 +30,13 @@ class Job:
     def backbone(self) -> Backbone:
         return next(iter(self.models.values())).backbone
 
-    def task_format(self, task: str, task_info: dict) -> TaskFormat:
-        """How this job feeds the task's examples to the backbone (its scoring mode), from its task.json."""
-        return task_format(task, task_info, self.backbone_spec)
+    def task_format(self, task: str, task_info: dict, train: list[Example]) -> TaskFormat:
+        """How this job feeds the task's examples to the backbone, from its task.json: its scoring mode and, when
+        it generates, its decode cap from its training split (Backbone.answer_cap): alike in every stage."""
+        form = task_format(task, task_info, self.backbone_spec)
+        if form.scoring != "generate":
+            return form
+        return dataclasses.replace(form, answer_tokens=self.backbone.answer_cap(train))
 
     def batches(self, examples: list[Example], task: str | TaskFormat, batch_size: int) -> list[ScoringBatch]:
         return prepare_batches(self.backbone, examples, batch_size, task, self.device)

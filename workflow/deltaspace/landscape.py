@@ -216,7 +216,7 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
     log(f"[landscape] task={task} seed={seed} dets={dets} plane={plane.rule} grid={settings['resolution']}^2 "
         f"dev examples={len(dev)} device={device} precision={precision} points from {source}")
 
-    form = job.task_format(task, task_info)
+    form = job.task_format(task, task_info, splits["train"])
     frames, own = [], {}
     for det, model in job.models.items():
         det_started = time.perf_counter()

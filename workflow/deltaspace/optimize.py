@@ -51,12 +51,15 @@ def tokenised_batches(backbone, splits, task: str | TaskFormat, stage: dict, see
 
 def train_intrinsic(job: Job, det: str, up: UpProjection | Fastfood, batches: dict, stage: dict, seed: int,
                     primary: str, log) -> dict:
-    """For each lr of the grid: train I from the same seeded start, keep the best dev; test the overall best.
+    """For each lr of the grid: train I from the same seeded start, keep the best dev (the start's included); test
+    the overall best.
     One vector at a time: the reference the batched loop (intrinsic_batched.py) must match, and the path of a DET
     or task it cannot batch."""
     device, precision, model, init = job.device, job.precision, job.models[det], job.inits[det]
     up = up.to(device).requires_grad_(False)
     selection = Selection()
+    start = start_point(up.rank, seed, device).detach()
+    selection.start(stage["lrs"], job.score_point(det, up, start, batches["dev"])[primary], start)
     for lr in stage["lrs"]:
         point = start_point(up.rank, seed, device)
         optimizer = make_optimizer(stage["optimizer"], [point], lr)
@@ -122,7 +125,8 @@ def optimize(task: str, det: str, seed: int, spec: dict, decomposition, data, ou
                     source=subspace_path)
     stage = spec["optimize"]
     log(f"[optimize] task={task} det={det} r={subspace.rank} lrs={stage['lrs']} steps={stage['steps']}")
-    batches = tokenised_batches(job.backbone, splits, job.task_format(task, task_info), stage, seed, job.device)
+    form = job.task_format(task, task_info, splits["train"])
+    batches = tokenised_batches(job.backbone, splits, form, stage, seed, job.device)
     init_metrics, init_predictions = job.score_examples(det, job.inits[det], batches["test"])
     ups = [subspace.up[det], svd_subspace.up[det], random_up_projection(subspace.up[det], seed)]
     batched = batchable(job.models[det], batches) if batched is None else batched

@@ -37,7 +37,7 @@ def train_det(task: str, det: str, seed: int, spec: dict, data, out, checkpoint:
 
     init_vector = model.vector()
     optimizer = make_optimizer(training["optimizer"], model.trainable_parameters(), det_spec.get("lr", training["lr"]))
-    form = job.task_format(task, task_info)
+    form = job.task_format(task, task_info, splits["train"])
     eval_batches = {name: job.batches(splits[name], form, training["eval_batch_size"]) for name in ("dev", "test")}
     order = batch_order(len(splits["train"]), batch_size, steps, seed)
     digest = config_digest({"spec": spec, "task": task, "seed": seed, "data": task_info.get("files")})

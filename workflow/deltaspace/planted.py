@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from .evaluate import prepare_batches
+from .evaluate import evaluate_examples, prepare_batches
 from .io import atomic_path, save_tensors, tensor_digest, write_json
 from .job import start_job
 from .tasks import Example
@@ -76,14 +75,15 @@ def gradient_basis(job, det: str, texts: list[str], labels: list[str], rank: int
     return q
 
 
-def answers(job, det: str, vector: torch.Tensor, batches) -> torch.Tensor:
-    """The index of each example's best candidate under DET `det` at `vector`, in the examples' order."""
-    model, chosen = job.models[det], {}
+def answers(job, det: str, vector: torch.Tensor, batches, labels: list[str]) -> torch.Tensor:
+    """The index in `labels` of each example's predicted label under DET `det` at `vector`, in the examples' order.
+    In fp32 whatever the job's precision (no autocast): the teacher's labels do not depend on the machine."""
+    if not batches:  # a task of at most PROBE_TEXTS texts has no rest
+        return torch.zeros(0, dtype=torch.long)
+    model = job.models[det]
     with torch.no_grad():
-        for batch in batches:
-            best = model.functional_predict(vector, batch).argmax(-1).tolist()
-            chosen.update(zip(batch.example_ids, best))
-    return torch.tensor([chosen[i] for i in range(len(chosen))])
+        _, predicted = evaluate_examples(lambda batch: model.functional_predict(vector, batch), batches)
+    return torch.tensor([labels.index(text) for text in predicted["pred"]])
 
 
 BASIS_TEXTS = 256  # texts of the gradient basis' random labellings
@@ -101,18 +101,20 @@ def passes(changed: float, shares: list[float], control: dict) -> bool:
     return changed >= control["min_changed"] and all(low <= share <= high for share in shares)
 
 
-def choose_scale(job, det: str, direction: torch.Tensor, probe, batches, init_answers: torch.Tensor,
+def choose_scale(job, det: str, direction: torch.Tensor, probe, rest, init_answers: torch.Tensor,
                  control: dict, tried: list):
-    """(scale, answers) at the smallest scale whose answers pass the control's bars on the probe texts and then
-    on all texts, else None; every probe's statistics are appended to `tried`."""
-    n_classes = len(control["labels"])
+    """(scale, answers) at the smallest scale whose answers pass the control's bars on the probe texts (the first
+    PROBE_TEXTS; batches `probe`) and then on all texts (the others: batches `rest`), else None; every probe's
+    statistics are appended to `tried`."""
+    labels = control["labels"]
     for scale in control["scales"]:
         vector = job.inits[det] + scale * direction
-        changed, shares = label_stats(answers(job, det, vector, probe), init_answers[:PROBE_TEXTS], n_classes)
+        probed = answers(job, det, vector, probe, labels)
+        changed, shares = label_stats(probed, init_answers[:PROBE_TEXTS], len(labels))
         tried.append((scale, round(changed, 2), [round(x, 2) for x in shares]))
         if passes(changed, shares, control):
-            taught = answers(job, det, vector, batches)
-            if passes(*label_stats(taught, init_answers, n_classes), control):
+            taught = torch.cat([probed, answers(job, det, vector, rest, labels)])
+            if passes(*label_stats(taught, init_answers, len(labels)), control):
                 return scale, taught
     return None
 
@@ -141,13 +143,16 @@ def plant_tasks(spec: dict, out: dict, info, basis=None, threads: int | None = N
     for k, task in enumerate(tasks):
         chunk = texts[k * control["examples"]: (k + 1) * control["examples"]]
         examples = [Example(text, tuple(labels), 0) for text in chunk]  # label 0 is a placeholder: only inputs are scored
-        batches = prepare_batches(job.backbone, examples, 64, task, job.device)
         probe = prepare_batches(job.backbone, examples[:PROBE_TEXTS], 64, task, job.device)
-        init_answers, tried = answers(job, det, vector, batches), []
+        rest = prepare_batches(job.backbone, examples[PROBE_TEXTS:], 64, task, job.device) \
+            if len(examples) > PROBE_TEXTS else []
+        init_answers = torch.cat([answers(job, det, vector, part, labels) for part in (probe, rest)])
+        tried = []
         for attempt in range(control["max_draws"]):
             z = torch.randn(control["rank"], generator=generator)
             z = z / z.norm()
-            chosen = choose_scale(job, det, planted_u @ z.to(planted_u.device), probe, batches, init_answers, control, tried)
+            chosen = choose_scale(job, det, planted_u @ z.to(planted_u.device), probe, rest, init_answers, control,
+                                  tried)
             if chosen is not None:
                 break
         else:

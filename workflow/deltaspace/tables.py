@@ -38,7 +38,7 @@ RESULT_KEYS = {"subspace": "test", "init": "init_test", "svd_subspace": "svd_tes
 RELATIVE_COLUMNS = (["task", "task_role", "det", "seed", "own_space", "init", "subspace", *BASELINES[1:], "relative",
                      "gain_relative", "random_relative"]
                     + [f"vs_{b}{end}" for b in BASELINES for end in ("", "_low", "_high")]
-                    + ["majority", "lr", "source", "predictions"])
+                    + ["majority", "lr", "best_step", "source", "predictions"])  # lr empty, best_step 0: start kept
 INTERVAL_COLUMNS = ["task_role", "det", "baseline", "scope", "estimate", "low", "high", "n_strata", "n_examples",
                     "sources"]
 
@@ -95,7 +95,8 @@ def relative_performance_table(results: list[str | Path], original_csv: str | Pa
                              "delete results/optimize and rerun")
         rows.append({"task": r["task"], "task_role": roles.get(r["task"], "target"), "det": r["det"],
                      "seed": r["seed"], **{column: r[key] for column, key in RESULT_KEYS.items()},
-                     "primary_metric": r["primary_metric"], "lr": r["lr"], "source": str(path),
+                     "primary_metric": r["primary_metric"], "lr": r["lr"], "best_step": r.get("best_step"),
+                     "source": str(path),
                      "predictions": r["predictions"]})
     table = pd.DataFrame(rows).merge(_own_space(original_csv), on=["task", "det", "seed"], how="left")
     if table["own_space"].isna().any():

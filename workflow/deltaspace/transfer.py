@@ -26,7 +26,8 @@ def transfer(task: str, seed: int, spec: dict, subspace_path: str | Path, result
     job = start_job(spec, threads, init_digests={det: tensor_digest(v) for det, v in inits.items()},
                     source=subspace_path)
     subspace = subspace.to(job.device)
-    test_batches = job.batches(splits["test"], job.task_format(task, task_info), spec["optimize"]["eval_batch_size"])
+    form = job.task_format(task, task_info, splits["train"])
+    test_batches = job.batches(splits["test"], form, spec["optimize"]["eval_batch_size"])
     rows, predictions = [], {}
     for source, given in results.items():
         result_path = file_in(given, OptimizeRun, "result")
