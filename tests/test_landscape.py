@@ -86,6 +86,16 @@ def test_planes_that_cannot_exist_are_refused_with_the_reason():
         plane_through(torch.ones(3, 4), 0.25)
 
 
+def test_coinciding_points_get_the_plane_of_the_first_two_axes_centred_on_them():
+    """Every DET kept stage 3's shared start: a 2 x 2 square (extent 2) along axes 0 and 1, centred on the point."""
+    point = torch.tensor([0.5, -1.0, 3.0, 0.25])
+    plane = plane_through(point.repeat(3, 1), 0.25, extent=2.0)
+    assert plane.rule == "axes"
+    corners = plane.at(torch.tensor([0.0, 1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])).float()
+    expected = torch.tensor([[-0.5, -2.0, 3.0, 0.25], [1.5, 0.0, 3.0, 0.25], [0.5, -1.0, 3.0, 0.25]])
+    torch.testing.assert_close(corners, expected)
+
+
 def test_region_and_its_area_on_a_known_map():
     plane = Plane(torch.zeros(2, dtype=torch.float64), torch.tensor([2.0, 0.0], dtype=torch.float64),
                   torch.tensor([0.0, 3.0], dtype=torch.float64), (0.0, 1.5), (0.0, 1.5), "triangle")

@@ -9,7 +9,10 @@ its stage-1 delta); any other task has each DET's stage-3 intrinsic vector I*. T
 - any other number of DETs, or three in a line: the best-fit plane through their mean (its first two
   principal directions), u and v scaled so that the points' bounding box in the plane is [0, 1]^2 and the
   grid spans [-margin, 1 + margin]; where the points span only a line (two DETs) the second direction is the
-  coordinate axis most orthogonal to it, given the line's length, with the points at v = 0.5.
+  coordinate axis most orthogonal to it, given the line's length, with the points at v = 0.5;
+- every point the same (each DET kept stage 3's seeded start, which they share): the plane through it along
+  the subspace's first two coordinate axes, as wide as the farthest training point (points.csv) lies from the
+  origin, with the point at its centre (rule "axes").
 Each DET m decodes a grid point p as theta = init_m + Up_m(p) and is scored on the first `dev_examples` dev
 examples (grid_eval.stacked_scores). Its own-space score is its stage-1 solution scored the same way on the
 same examples, so the region "every DET reaches `fraction` of its own-space score" compares like with like
@@ -88,8 +91,9 @@ def _sign_fixed(direction: torch.Tensor) -> torch.Tensor:
     return direction if direction[direction.abs().argmax()] >= 0 else -direction
 
 
-def plane_through(points: torch.Tensor, margin: float, tolerance: float = 1e-6) -> Plane:
-    """The grid's plane through (k, r) points (rules in the module's docstring)."""
+def plane_through(points: torch.Tensor, margin: float, tolerance: float = 1e-6, extent: float | None = None) -> Plane:
+    """The grid's plane through (k, r) points (rules in the module's docstring); extent: the width of the plane
+    around points that coincide (None: they are refused)."""
     points = points.double()
     k, r = points.shape
     if r < 2:
@@ -105,7 +109,10 @@ def plane_through(points: torch.Tensor, margin: float, tolerance: float = 1e-6) 
     centre = points.mean(0)
     _, singular, vh = torch.linalg.svd(points - centre, full_matrices=True)
     if singular[0] <= tolerance * max(1.0, float(points.abs().max())):
-        raise ValueError(f"the DETs' points coincide ({points[0].tolist()}); no plane runs through them")
+        if not extent:
+            raise ValueError(f"the DETs' points coincide ({points[0].tolist()}); no plane runs through them")
+        axes = torch.eye(r, dtype=points.dtype)[:2] * extent
+        return Plane(centre - (axes[0] + axes[1]) / 2, axes[0], axes[1], box, box, "axes")
     first = _sign_fixed(vh[0])
     second = _sign_fixed(vh[1]) if len(singular) > 1 and singular[1] > tolerance * singular[0] else _second_direction(first)
     a, b = (points - centre) @ first, (points - centre) @ second
@@ -166,6 +173,16 @@ def anchor_points(task: str, seed: int, dets: list[str], points_csv: str | Path,
     return "stage 3", stage3_points(stage3)
 
 
+def training_points_reach(points_csv: str | Path) -> float:
+    """How far the farthest training point (points.csv: every training task through every DET) lies from the
+    origin of the subspace: the width of a plane around coinciding stage-3 points."""
+    from .sources import read_table
+
+    table = read_table(points_csv, ["task", "seed", "det"], "subspace points table")
+    columns = [c for c in table.columns if c[0] == "i" and c[1:].isdigit()]
+    return float(torch.tensor(table[columns].to_numpy(dtype=float)).norm(dim=1).max())
+
+
 def stage3_points(intrinsic_files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """Each DET's optimize vector I* (from its intrinsic file, or its OptimizeRun folder)."""
     return {det: load_tensors(file_in(given, OptimizeRun, "intrinsic"))[0]["intrinsic"].double()
@@ -209,7 +226,8 @@ def landscape(task: str, seed: int, spec: dict, subspace_path: str | Path, point
     device, precision = job.device, job.precision
     subspace = subspace.to(device)
     source, anchors = anchor_points(task, seed, dets, points_csv, optimize)
-    plane = plane_through(torch.stack([anchors[d] for d in dets]), settings["margin"])
+    plane = plane_through(torch.stack([anchors[d] for d in dets]), settings["margin"],
+                          extent=training_points_reach(points_csv))
     u, v = grid_coordinates(plane, settings["resolution"])
     grid_points = plane.at(u, v).float().to(device)
     cap = None if settings["batch_points"] == "auto" else int(settings["batch_points"])
