@@ -14,6 +14,7 @@ Every call runs inside the DET's forward (deltaspace.dets.base.DeltaModel), so a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import inspect
 from dataclasses import dataclass
@@ -153,6 +154,11 @@ class Backbone(nn.Module):
         return self.model.get_input_embeddings()
 
     # ---- tokenisation -------------------------------------------------------------------------
+    @functools.cached_property
+    def keeps_logits(self) -> bool:
+        """Whether the model's forward takes logits_to_keep (transformers' causal LMs): asked once, not per step."""
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
     def _tok(self, texts, max_len, add_special_tokens=True):
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
                               return_tensors="pt", add_special_tokens=add_special_tokens)
@@ -326,7 +332,7 @@ class Backbone(nn.Module):
         columns = weights.any(0).nonzero().flatten()
         lo, hi = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, weights.shape[1])
         positions = torch.arange(p + lo, p + hi, device=embeds.device)
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+        if self.keeps_logits:
             logits = self.model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=positions).logits
         else:
             logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[:, positions]
@@ -380,7 +386,7 @@ class Backbone(nn.Module):
             position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
             # The prompt's last position is the only one read: skip the LM head elsewhere, as transformers' generate does.
-            keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+            keep_last = {"logits_to_keep": 1} if self.keeps_logits else {}
 
             def step(tokens, first):
                 nonlocal mask, position

@@ -156,11 +156,12 @@ def region_area(inside: pd.DataFrame, plane: Plane) -> dict:
 def anchor_points(task: str, seed: int, dets: list[str], points_csv: str | Path, stage3: dict[str, Path]):
     """(source, {det: point}) of the task: points.csv where the subspace saw the task, else stage-3 I*."""
     from .sources import read_table
+    from .subspace import point_columns
 
     table = read_table(points_csv, ["task", "seed", "det"], "subspace points table")
     rows = table[(table["task"] == task) & (table["seed"] == seed)]
     if not rows.empty:
-        columns = sorted((c for c in table.columns if c[0] == "i" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+        columns = point_columns(table)
         missing = sorted(set(dets) - set(rows["det"]))
         if missing:
             raise ValueError(f"{points_csv} has no point of DET(s) {missing} for task {task!r} seed {seed}")
@@ -177,10 +178,10 @@ def training_points_reach(points_csv: str | Path) -> float:
     """How far the farthest training point (points.csv: every training task through every DET) lies from the
     origin of the subspace: the width of a plane around coinciding stage-3 points."""
     from .sources import read_table
+    from .subspace import point_columns
 
     table = read_table(points_csv, ["task", "seed", "det"], "subspace points table")
-    columns = [c for c in table.columns if c[0] == "i" and c[1:].isdigit()]
-    return float(torch.tensor(table[columns].to_numpy(dtype=float)).norm(dim=1).max())
+    return float(torch.tensor(table[point_columns(table)].to_numpy(dtype=float)).norm(dim=1).max())
 
 
 def stage3_points(intrinsic_files: dict[str, Path]) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ from .optim import make_optimizer
 from .tasks import improves
 from .paths import Decomposition, OptimizeRun
 from .projections import Fastfood
-from .subspace import UpProjection, load_subspace
+from .subspace import UpProjection, load_subspace, point_columns
 
 
 def random_up_projection(learned: UpProjection | Fastfood, seed: int) -> UpProjection | Fastfood:
@@ -83,7 +83,7 @@ def best_train_point(job: Job, det: str, up: UpProjection | Fastfood, points: pd
     the one that scores best on this task's dev split, and test only that one (dev picks, test never does).
     batched: the points are scored on dev several per forward pass (intrinsic_batched.dev_scores)."""
     up = up.to(job.device)
-    coords = [c for c in points.columns if c.startswith("i") and c[1:].isdigit()]
+    coords = point_columns(points)
     rows = list(points.itertuples(index=False))
     candidates = [torch.tensor([getattr(row, c) for c in coords], dtype=torch.float32, device=job.device)
                   for row in rows]

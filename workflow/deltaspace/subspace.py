@@ -177,6 +177,11 @@ def wide_least_squares(delta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 # ---- the subspace as a file: what stage 2 writes and every later stage reads ---------------------------------
 
 
+def point_columns(table) -> list[str]:
+    """The intrinsic coordinates' columns of a points table (decompose's points.csv: i0, i1, ...), in order."""
+    return sorted((c for c in table.columns if c[0] == "i" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+
+
 def save_subspace(path, subspace: Subspace, models, inits, spec, tasks) -> None:
     """One artifact: every DET's up/down projection and init, with what is needed to rebuild the DETs."""
     tensors = {f"{kind}.{name}": t for kind, module in (("down", subspace.down), ("up", subspace.up))
