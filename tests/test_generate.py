@@ -111,9 +111,20 @@ def test_lm_loss_is_transformers_loss_on_the_answer_tokens(backbone):
         if backbone.kind == "seq2seq":
             labels = t["target_ids"].masked_fill(t["target_mask"] == 0, -100)
             theirs = backbone.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], labels=labels).loss
-        else:
-            labels = t["input_ids"].masked_fill(t["answer_mask"] == 0, -100)
-            theirs = backbone.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], labels=labels).loss
+        else:  # one right-padded row of prompt + answer + EOS per example, the loss on the answer's tokens only
+            tok = backbone.tokenizer
+            rows, labels = [], []
+            for example in EXAMPLES:
+                prompt = tok(backbone.format_input(example), truncation=True,
+                             max_length=backbone.max_input_tokens)["input_ids"]
+                answer = tok(" " + example.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                rows.append(prompt + answer)
+                labels.append([-100] * len(prompt) + answer)
+            width = max(map(len, rows))
+            ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            labels = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+            theirs = backbone.model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert ours == pytest.approx(float(theirs), rel=1e-5)
     # The loss covers the first reference closed by EOS: 'spam message' is 2 words + EOS in the word tokenizer.
     target_mask = t["target_mask"] if backbone.kind == "seq2seq" else t["answer_mask"]
@@ -207,3 +218,43 @@ def test_causal_rank_scores_are_each_candidates_mean_log_likelihood_after_the_pr
                 expected = sum(float(logp[len(prompt) - 1 + k, token]) for k, token in enumerate(answer)) / len(answer)
                 assert float(scores[i, j]) == pytest.approx(expected, abs=1e-4), (i, j)
         assert scores[0, 2] == float("-inf")  # the padded candidate slot
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "prefix", "prompt"])
+def test_causal_rank_scores_through_a_det_are_one_plain_forward_per_candidate(backbone, method):
+    """The prompt runs once and its candidates on copies of its cache: the scores and their gradient equal one
+    unpadded prompt + candidate forward per (example, candidate) with the DET live (prefix keys/values, prompt
+    embeddings), on candidates of 1 to 3 tokens and prompts of different lengths."""
+    if backbone.kind != "causal":
+        pytest.skip("causal rank scoring")
+    examples = [Example("this movie was great and the acting was excellent", ("positive", "negative"), 0),
+                Example("free entry", ("ham", "spam message", "who wrote hamlet"), 1)]
+    model, vector = _delta(backbone, method)
+    backbone = model.backbone  # the copy the DET is attached to
+    vector.requires_grad_(True)
+    ours = model.functional_scores(vector, backbone.prepare(examples, "t"))
+    tok = backbone.tokenizer
+    expected = torch.full((2, 3), float("-inf"))
+    with torch.nn.utils.stateless._reparametrize_module(model, model.unflatten(vector), strict=False):
+        with model.det.active():
+            for i, example in enumerate(examples):
+                prompt = tok(backbone.format_input(example))["input_ids"]
+                for j, candidate in enumerate(example.candidates):
+                    answer = tok(" " + candidate, add_special_tokens=False)["input_ids"]
+                    ids = torch.tensor([prompt + answer])
+                    embeds, mask = backbone._embed(ids, torch.ones_like(ids), model.det.input_prefix())
+                    logp = torch.log_softmax(backbone.model(inputs_embeds=embeds, attention_mask=mask).logits[0], -1)
+                    start = embeds.shape[1] - len(answer) - 1
+                    expected[i, j] = sum(logp[start + k, token] for k, token in enumerate(answer)) / len(answer)
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(ours[finite], expected[finite], rtol=1e-4, atol=1e-4)
+    assert not torch.isfinite(ours[~finite]).any()
+    theirs_grad, = torch.autograd.grad(expected[finite].sum(), vector, retain_graph=True)
+    ours_grad, = torch.autograd.grad(ours[finite].sum(), vector)
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-3, atol=1e-5)
+    assert theirs_grad.abs().sum() > 0
+    # One-token candidates only (the word tokenizer's 'positive', 'negative'): no answer pass after the prompt.
+    single = backbone.prepare(examples[:1], "t")
+    assert single.tensors["answer_ids"].shape[1] == 1
+    alone = model.functional_scores(vector.detach(), single)
+    torch.testing.assert_close(alone[0], expected[0, :2].detach(), rtol=1e-4, atol=1e-4)

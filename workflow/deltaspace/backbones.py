@@ -228,16 +228,21 @@ class Backbone(nn.Module):
                 "target_ids": tgt["input_ids"], "target_mask": tgt["attention_mask"]}
 
     def _prepare_causal(self, examples, inputs, n_cand):
-        tok = self.tokenizer
-        prompt_ids = tok(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
-        prompts, answers = [], []
-        for ids, cands in zip(prompt_ids, self._pairs(examples, n_cand)):
-            for c in cands:
-                prompts.append(ids)
-                answers.append(tok(" " + c, add_special_tokens=False, truncation=True,
-                                   max_length=self.max_answer_tokens)["input_ids"])
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return _prompt_and_answer(prompts, answers, pad)
+        answers = [self.tokenizer(" " + c, add_special_tokens=False, truncation=True,
+                                  max_length=self.max_answer_tokens)["input_ids"]
+                   for cands in self._pairs(examples, n_cand) for c in cands]
+        return self._prompts_and_answers(inputs, answers)
+
+    def _prompts_and_answers(self, inputs, answers):
+        """A causal LM's tensors: each prompt once, left-padded (its last token in the last column, where
+        decoding and the first answer token read it), and its answers (C per prompt, right-padded): scoring runs
+        the prompt once and its C answers on its key/value cache, not C copies of the prompt."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        prompts = self.tokenizer(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
+        prompt_ids, prompt_mask = _padded(prompts, pad, left=True)
+        answer_ids, answer_mask = _padded(answers, pad, left=False)
+        return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "answer_ids": answer_ids,
+                "answer_mask": answer_mask}
 
     def _answer_ids(self, text: str, prefix: str = "") -> list[int]:
         """The gold output's tokens, closed by EOS so that greedy decoding learns where to stop."""
@@ -263,11 +268,7 @@ class Backbone(nn.Module):
             target_ids, target_mask = _padded(targets, pad, left=False)
             return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                     "target_ids": target_ids, "target_mask": target_mask}
-        prompts = self.tokenizer(inputs, truncation=True, max_length=self.max_input_tokens)["input_ids"]
-        answers = [self._answer_ids(e.answer, " ") for e in examples]
-        # Generation reads the prompts left-padded, so every row's next token sits in the last column.
-        prompt_ids, prompt_mask = _padded(prompts, pad, left=True)
-        return {**_prompt_and_answer(prompts, answers, pad), "prompt_ids": prompt_ids, "prompt_mask": prompt_mask}
+        return self._prompts_and_answers(inputs, [self._answer_ids(e.answer, " ") for e in examples])
 
     # ---- scoring ------------------------------------------------------------------------------
     def _embed(self, input_ids, attention_mask, input_prefix):
@@ -323,21 +324,35 @@ class Backbone(nn.Module):
         return ((token_logp * weights).sum(1) / weights.sum(1).clamp(min=1)).view(n, c)
 
     def _answer_logits(self, t, input_prefix):
-        """A causal LM's (logits, target tokens, answer mask) over the columns that hold some row's answer tokens:
-        position i predicts token i + 1, and the prompt's other positions never reach the LM head (logits over
-        the vocabulary at every position would be B x L x V floats: 189 MB for 16 rows of 60 tokens on SmolLM2)."""
-        embeds, mask = self._embed(t["input_ids"], t["attention_mask"], input_prefix)
-        p = 0 if input_prefix is None else input_prefix.shape[0]
-        weights = t["answer_mask"][:, 1:]
-        columns = weights.any(0).nonzero().flatten()
-        lo, hi = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, weights.shape[1])
-        positions = torch.arange(p + lo, p + hi, device=embeds.device)
-        if self.keeps_logits:
-            logits = self.model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=positions).logits
-        else:
-            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[:, positions]
-        return logits, t["input_ids"][:, 1 + lo: 1 + hi], weights[:, lo:hi]
+        """A causal LM's (logits, target tokens, answer mask) of each answer row: the prompt's last position
+        predicts the first answer token, answer position i predicts token i + 1. The prompts run once, each
+        with its C answers on copies of its key/value cache (rank scoring of trec's 6 labels: 1 prompt pass,
+        not 6); the LM head sees only the answer positions (logits over the vocabulary at every position would
+        be B x L x V floats: 189 MB for 16 rows of 60 tokens on SmolLM2)."""
+        from transformers import DynamicCache
 
+        embeds, mask = self._embed(t["prompt_ids"], t["prompt_mask"], input_prefix)
+        answers, answer_mask = t["answer_ids"], t["answer_mask"]
+        per_prompt = answers.shape[0] // embeds.shape[0]
+        # Positions count real tokens only, as decoding does on these left-padded prompts.
+        position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        cache = DynamicCache() if answers.shape[1] > 1 else None
+        # The last column as an index, not logits_to_keep=1: a slice's view under vmap makes matmul copy the LM
+        # head's weight per row (SmolLM2 in bf16: 18x slower); an index gathers a contiguous copy of the rows.
+        last = torch.tensor([embeds.shape[1] - 1], device=embeds.device)
+        keep_last = {"logits_to_keep": last} if self.keeps_logits else {}
+        first = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position,
+                           past_key_values=cache, use_cache=cache is not None, **keep_last).logits[:, -1:]
+        logits = first.repeat_interleave(per_prompt, dim=0)
+        if cache is not None:
+            cache.batch_repeat_interleave(per_prompt)
+            rest_mask = torch.cat([mask.repeat_interleave(per_prompt, dim=0), answer_mask[:, :-1]], dim=1)
+            steps = torch.arange(1, answers.shape[1], device=answers.device)
+            rest_position = position[:, -1:].repeat_interleave(per_prompt, dim=0) + steps
+            rest = self.model(input_ids=answers[:, :-1], attention_mask=rest_mask, position_ids=rest_position,
+                              past_key_values=cache, use_cache=True).logits
+            logits = torch.cat([logits, rest], dim=1)
+        return logits, answers, answer_mask
 
     # ---- generate mode ------------------------------------------------------------------------
     def lm_loss(self, batch: ScoringBatch, input_prefix: torch.Tensor | None = None) -> torch.Tensor:
@@ -424,19 +439,12 @@ def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, 
     return ids, mask
 
 
-def _prompt_and_answer(prompts: list[list[int]], answers: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
-    """Causal-LM rows of prompt + answer tokens, right-padded, with the answer's positions marked (answer_mask)."""
-    input_ids, attention = _padded([list(p) + list(a) for p, a in zip(prompts, answers)], pad, left=False)
-    answer_mask = torch.zeros_like(attention)
-    for i, (p, a) in enumerate(zip(prompts, answers)):
-        answer_mask[i, len(p): len(p) + len(a)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "answer_mask": answer_mask}
-
-
 def load_backbone(spec: dict, device: str | torch.device = "cpu") -> Backbone:
     """Build a Backbone from the config's `backbone` section (hub name, local path or package: path)."""
     import transformers
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from . import attention  # noqa: F401  registers the attention every backbone runs (sdpa, one dtype)
 
     transformers.logging.disable_progress_bar()
     name = spec["name_or_path"]

@@ -12,8 +12,8 @@ import contextlib
 import torch
 from torch import nn
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from ...attention import sdpa
 from ..architectures import matching_modules, profile_for
 from ..base import DeltaTuning, DetConfigError
 from .config import PrefixConfig
@@ -27,10 +27,10 @@ def _pad_last(t: torch.Tensor, width: int, value) -> torch.Tensor:
 
 
 def sdpa_with_prefix(module, query, key, value, attention_mask, *args, **kwargs):
-    """transformers' sdpa attention, with this module's prefix keys/values prepended when one is set."""
+    """Our sdpa attention (deltaspace.attention), with this module's prefix keys/values prepended when one is set."""
     prefix = getattr(module, PREFIX_ATTRIBUTE, None)
     if prefix is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+        return sdpa(module, query, key, value, attention_mask, *args, **kwargs)
     prefix_key, prefix_value = (t.to(key.dtype).expand(key.shape[0], -1, -1, -1) for t in prefix)
     n = prefix_key.shape[2]
     q_len, k_len = query.shape[2], key.shape[2]
@@ -46,7 +46,7 @@ def sdpa_with_prefix(module, query, key, value, attention_mask, *args, **kwargs)
         kwargs["position_bias"] = _pad_last(kwargs["position_bias"], n, 0.0)
     key = torch.cat([prefix_key, key], dim=2)
     value = torch.cat([prefix_value, value], dim=2)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, *args, is_causal=False, **kwargs)
+    return sdpa(module, query, key, value, attention_mask, *args, is_causal=False, **kwargs)
 
 
 # Passes through untouched for any module without a prefix, so registering it globally is safe.
